@@ -1,0 +1,45 @@
+"""make bench: run every benchmark module, write bench/results/<name>.json (flat {name: number}) + plots.
+
+Usage: python bench/run.py [name ...]   (default: all of BENCHMARKS)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BENCHMARKS = ["loop"]
+
+
+def setup_django() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labeler.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def main(names: list[str]) -> None:
+    setup_django()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in names or BENCHMARKS:
+        module = __import__(f"bench.{name}", fromlist=["run"])
+        started = time.monotonic()
+        figures = module.run(RESULTS)
+        bad = {k: v for k, v in figures.items() if not isinstance(v, int | float)}
+        if bad:
+            raise SystemExit(f"benchmark {name} returned non-numbers: {bad}")
+        (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+        print(f"{name}: {json.dumps(figures)} ({time.monotonic() - started:.0f}s)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,62 @@
+"""What the API shows. Subjects never expose ``truth``."""
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from labeler.learning.models import ModelVersion
+from labeler.subjects.models import Subject
+from labeler.workflows.models import Workflow
+
+
+class SubjectOutput(serializers.ModelSerializer):
+    preview_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Subject
+        fields = ["id", "kind", "external_id", "ra", "dec", "metadata", "preview_url"]
+
+    def get_preview_url(self, subject: Subject) -> str:
+        return reverse("subject-preview", args=[subject.pk, subject.data_sha256[:12]])
+
+
+class ModelVersionOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["number", "kind", "status", "label_count", "metrics", "trained_at", "scored_at", "progress"]
+
+
+class WorkflowOutput(serializers.ModelSerializer):
+    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    active_model = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Workflow
+        fields = ["id", "project", "slug", "name", "kind", "version", "task_tree", "retire_after", "active_model"]
+
+    def get_active_model(self, workflow: Workflow) -> dict | None:
+        version = workflow.model_versions.filter(status=ModelVersion.Status.ACTIVE).first()
+        return ModelVersionOutput(version).data if version else None
+
+
+class NextOutput(serializers.Serializer):
+    subject = SubjectOutput(allow_null=True)
+
+
+class ClassificationInput(serializers.Serializer):
+    workflow = serializers.IntegerField(min_value=1)
+    subject = serializers.IntegerField(min_value=1)
+    client_uuid = serializers.UUIDField()
+    annotation = serializers.JSONField()
+    started_at = serializers.DateTimeField(required=False, allow_null=True)
+    duration_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=86_400_000)
+
+
+class ClassificationSaved(serializers.Serializer):
+    id = serializers.IntegerField()
+    client_uuid = serializers.UUIDField()
+    created = serializers.BooleanField()
+
+
+class ClassificationOutput(serializers.Serializer):
+    classification = ClassificationSaved()
+    next = SubjectOutput(allow_null=True)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ClassificationsConfig(AppConfig):
+    name = "labeler.classifications"
+    label = "classifications"

@@ -1,0 +1,121 @@
+"""Submitting a classification: validate, store once, update consensus, maybe retire, maybe train."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from labeler.classifications.models import Classification, Consensus
+from labeler.workflows.models import SubjectState, Workflow
+from mlcore import tasktree
+
+
+class ClassificationError(Exception):
+    """The submission is refused; ``code`` says why (bad_annotation, unknown_subject, duplicate...)."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    classification: Classification
+    created: bool
+
+
+def classification_submit(
+    *,
+    workflow: Workflow,
+    subject_id: int,
+    volunteer_key: str,
+    annotation: object,
+    client_uuid: uuid.UUID,
+    user=None,
+    started_at: datetime | None = None,
+    duration_ms: int | None = None,
+    user_agent: str = "",
+) -> SubmitResult:
+    """Record one volunteer's answers. Resubmitting the same ``client_uuid`` is a no-op."""
+    existing = Classification.objects.filter(client_uuid=client_uuid).first()
+    if existing is not None:
+        return _replayed(existing, workflow, subject_id, volunteer_key)
+    try:
+        path = tasktree.validate_annotation(workflow.task_tree, annotation)
+    except tasktree.TaskTreeError as exc:
+        raise ClassificationError(f"annotation does not fit the workflow's questions: {exc}", "bad_annotation") from exc
+    try:
+        with transaction.atomic():
+            classification, crossed = _record(
+                workflow=workflow,
+                subject_id=subject_id,
+                volunteer_key=volunteer_key,
+                path=path,
+                client_uuid=client_uuid,
+                user=user,
+                started_at=started_at,
+                duration_ms=duration_ms,
+                user_agent=user_agent[:400],
+            )
+    except IntegrityError:
+        # Another request with this UUID won the race, or this volunteer already answered.
+        existing = Classification.objects.filter(client_uuid=client_uuid).first()
+        if existing is not None:
+            return _replayed(existing, workflow, subject_id, volunteer_key)
+        raise ClassificationError("you have already classified this subject", "duplicate") from None
+    if crossed:
+        from labeler.learning.services import training_maybe_queue
+
+        training_maybe_queue(workflow=workflow)
+    return SubmitResult(classification=classification, created=True)
+
+
+def _replayed(existing: Classification, workflow: Workflow, subject_id: int, volunteer_key: str) -> SubmitResult:
+    same = (existing.workflow_id, existing.subject_id, existing.volunteer_key) == (
+        workflow.id,
+        subject_id,
+        volunteer_key,
+    )
+    if not same:
+        raise ClassificationError("client_uuid was already used for another classification", "uuid_reused")
+    return SubmitResult(classification=existing, created=False)
+
+
+def _record(*, workflow: Workflow, subject_id: int, path: list[dict], **fields) -> tuple[Classification, bool]:
+    """Inside a transaction: lock the subject's state, store, count, update consensus, retire.
+
+    Returns the classification and whether this vote made the subject a training label.
+    """
+    state = SubjectState.objects.select_for_update().filter(workflow=workflow, subject_id=subject_id).first()
+    if state is None:
+        raise ClassificationError(f"subject {subject_id} is not part of workflow {workflow.id}", "unknown_subject")
+    classification = Classification.objects.create(
+        workflow=workflow, workflow_version=workflow.version, subject_id=subject_id, annotation=path, **fields
+    )
+    consensus = consensus_add_vote(workflow=workflow, subject_id=subject_id, path=path)
+    state.classification_count += 1
+    fields_to_save = ["classification_count"]
+    if state.status == SubjectState.Status.ACTIVE and state.classification_count >= workflow.retire_after:
+        state.status = SubjectState.Status.RETIRED
+        state.retired_at = timezone.now()
+        state.retirement_reason = "classification_count"
+        fields_to_save += ["status", "retired_at", "retirement_reason"]
+    state.save(update_fields=fields_to_save)
+    return classification, consensus.n_classifications == workflow.label_min_votes
+
+
+def consensus_add_vote(*, workflow: Workflow, subject_id: int, path: list[dict]) -> Consensus:
+    """Consensus v0: vote counts and fractions per question. Caller holds the state's row lock."""
+    consensus, _ = Consensus.objects.get_or_create(
+        workflow=workflow, subject_id=subject_id, defaults={"counts": tasktree.empty_counts(workflow.task_tree)}
+    )
+    counts = tasktree.empty_counts(workflow.task_tree) | consensus.counts
+    consensus.counts = tasktree.add_votes(counts, path)
+    consensus.fractions = tasktree.vote_fractions(consensus.counts)
+    consensus.n_classifications += 1
+    consensus.save(update_fields=["counts", "fractions", "n_classifications", "updated_at"])
+    return consensus

@@ -1,0 +1,98 @@
+"""Turning a workflow's subjects and votes into arrays for mlcore.
+
+Images: EfficientNet-Lite0 embeddings, computed once per subject and cached in the
+database (SubjectEmbedding), so a retrain only fits the small head. Spectra: the
+Parks+2018-style rest-frame window, recomputed from the stored FITS (cheap).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from labeler.classifications.models import Consensus
+from labeler.subjects.models import Subject, SubjectEmbedding
+from labeler.subjects.services import subject_load_image, subject_load_spectrum
+from labeler.workflows.models import Workflow
+from mlcore.models.image import BackboneConfig, ImageBackbone, QuestionHead
+from mlcore.models.spectrum import SpectrumCNN, SpectrumInputConfig, preprocess_spectrum
+
+EMBED_BATCH = 256
+
+
+def model_kind(workflow: Workflow) -> str:
+    return "question_head" if workflow.kind == Workflow.Kind.IMAGE else "spectrum_cnn"
+
+
+def labelled_counts(workflow: Workflow, layout) -> tuple[list[int], np.ndarray]:
+    """Subjects with at least ``label_min_votes`` votes and their counts (N, A) in layout order."""
+    rows = (
+        Consensus.objects.filter(workflow=workflow, n_classifications__gte=workflow.label_min_votes)
+        .order_by("subject_id")
+        .values_list("subject_id", "counts")
+    )
+    subject_ids, counts = [], []
+    for subject_id, by_task in rows:
+        subject_ids.append(subject_id)
+        counts.append([c for task, n in layout for c in by_task.get(task, [0] * n)])
+    return subject_ids, np.asarray(counts, dtype=np.float32).reshape(len(subject_ids), -1)
+
+
+def features(workflow: Workflow, subject_ids: list[int]) -> tuple[np.ndarray, str]:
+    """Model inputs for these subjects, in this order, and the name of the feature extractor."""
+    if workflow.kind == Workflow.Kind.IMAGE:
+        backbone = image_backbone()
+        return embeddings(subject_ids, backbone), backbone.name
+    return spectrum_inputs(subject_ids), "spectrum-window"
+
+
+@lru_cache(maxsize=1)
+def image_backbone() -> ImageBackbone:
+    """One backbone per worker process (loading the weights takes ~1 s)."""
+    return ImageBackbone(BackboneConfig())
+
+
+def embeddings(subject_ids: list[int], backbone: ImageBackbone) -> np.ndarray:
+    """(N, D) float32 embeddings, computing and caching the missing ones."""
+    cached = dict(
+        SubjectEmbedding.objects.filter(subject_id__in=subject_ids, backbone=backbone.name).values_list(
+            "subject_id", "vector"
+        )
+    )
+    missing = [sid for sid in subject_ids if sid not in cached]
+    for start in range(0, len(missing), EMBED_BATCH):
+        chunk = missing[start : start + EMBED_BATCH]
+        subjects = Subject.objects.in_bulk(chunk)
+        cubes = np.stack([subject_load_image(subjects[sid]).cube for sid in chunk])  # (B, bands, H, W)
+        vectors = backbone.embed(cubes)  # (B, D)
+        rows = [
+            SubjectEmbedding(subject_id=sid, backbone=backbone.name, vector=vectors[i].astype("<f4").tobytes())
+            for i, sid in enumerate(chunk)
+        ]
+        SubjectEmbedding.objects.bulk_create(rows, ignore_conflicts=True)
+        cached.update({row.subject_id: row.vector for row in rows})
+    return np.stack([np.frombuffer(bytes(cached[sid]), dtype="<f4") for sid in subject_ids]).astype(np.float32)
+
+
+def spectrum_inputs(subject_ids: list[int]) -> np.ndarray:
+    """(N, 2, n_pix) float32 windows."""
+    subjects = Subject.objects.in_bulk(subject_ids)
+    config = SpectrumInputConfig()
+    out = np.empty((len(subject_ids), 2, config.n_pix), dtype=np.float32)
+    for i, sid in enumerate(subject_ids):
+        spec = subject_load_spectrum(subjects[sid])
+        z = spec.z if spec.z is not None else subjects[sid].metadata.get("z")
+        out[i] = preprocess_spectrum(spec.wavelength, spec.flux, spec.ivar, z, config)
+    return out
+
+
+def new_model(workflow: Workflow, layout, input_shape: tuple[int, ...]):
+    if workflow.kind == Workflow.Kind.IMAGE:
+        return QuestionHead(input_shape[0], layout)
+    return SpectrumCNN(layout, n_pix=input_shape[-1])
+
+
+def model_config(model) -> dict:
+    """Constructor arguments that checkpoints.load_checkpoint needs to rebuild the model."""
+    return dict(getattr(model, "config", {}))

@@ -1,0 +1,226 @@
+"""The learning loop: queue training when labels accumulate, train, register, score the pool.
+
+``training_maybe_queue`` runs in the web process after a submit; everything else runs in
+a Celery worker (``labeler.learning.tasks``) on the ``gpu`` queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from labeler.classifications.models import Consensus
+from labeler.learning import datasets
+from labeler.learning.models import ModelVersion, Prediction
+from labeler.workflows.models import SubjectState, Workflow
+from mlcore import acquisition, checkpoints, tasktree
+from mlcore.predict import mc_dropout_probs, question_slice
+from mlcore.train import TrainConfig, fit
+
+log = logging.getLogger(__name__)
+STALE_AFTER = timedelta(hours=2)  # a training row this old with no progress is treated as dead
+
+
+def labelled_count(workflow: Workflow) -> int:
+    return Consensus.objects.filter(workflow=workflow, n_classifications__gte=workflow.label_min_votes).count()
+
+
+def training_maybe_queue(*, workflow: Workflow, force: bool = False) -> ModelVersion | None:
+    """Queue a training when ``train_min_new_labels`` labels arrived since the last model.
+
+    Debounced: at most one version per workflow is queued or training at a time (the
+    workflow row lock serialises concurrent submits).
+    """
+    with transaction.atomic():
+        workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        _fail_stale_versions(workflow)
+        if ModelVersion.objects.filter(workflow=workflow, status__in=ModelVersion.IN_PROGRESS).exists():
+            return None
+        labels = labelled_count(workflow)
+        last = ModelVersion.objects.filter(workflow=workflow).exclude(status=ModelVersion.Status.FAILED).last()
+        since = labels - (last.label_count if last else 0)
+        if not force and since < workflow.train_min_new_labels:
+            return None
+        if labels < 4:
+            return None
+        version = ModelVersion.objects.create(
+            workflow=workflow,
+            number=_next_number(workflow),
+            kind=datasets.model_kind(workflow),
+            parent=ModelVersion.objects.filter(workflow=workflow, status=ModelVersion.Status.ACTIVE).first(),
+            label_count=labels,
+        )
+        from labeler.learning.tasks import train_model_version
+
+        transaction.on_commit(lambda: train_model_version.delay(version.id))
+    log.info("queued training of %s with %d labels", version, labels)
+    return version
+
+
+def _next_number(workflow: Workflow) -> int:
+    last = ModelVersion.objects.filter(workflow=workflow).order_by("-number").first()
+    return (last.number if last else 0) + 1
+
+
+def _fail_stale_versions(workflow: Workflow) -> None:
+    cutoff = timezone.now() - STALE_AFTER
+    ModelVersion.objects.filter(
+        workflow=workflow, status__in=ModelVersion.IN_PROGRESS, created_at__lt=cutoff
+    ).update(status=ModelVersion.Status.FAILED, error="no progress for too long (worker lost?)")
+
+
+def model_version_claim(*, model_version_id: int) -> ModelVersion | None:
+    """Mark a queued version as training. None if it is gone or another run already claimed it."""
+    claimed = ModelVersion.objects.filter(id=model_version_id, status=ModelVersion.Status.QUEUED).update(
+        status=ModelVersion.Status.TRAINING, started_at=timezone.now(), progress=0.0
+    )
+    if claimed != 1:  # another delivery of the same task got there first, or it was cancelled
+        return None
+    return ModelVersion.objects.select_related("workflow").get(id=model_version_id)
+
+
+def model_version_train(*, model_version: ModelVersion) -> ModelVersion:
+    """Train, register and activate one version, then score the active pool with it."""
+    try:
+        _train_and_register(model_version)
+        model_version_score_pool(model_version=model_version)
+    except Exception as exc:
+        ModelVersion.objects.filter(pk=model_version.pk).update(
+            status=ModelVersion.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000]
+        )
+        raise
+    return model_version
+
+
+def _progress(model_version: ModelVersion, value: float) -> None:
+    ModelVersion.objects.filter(pk=model_version.pk).update(progress=round(value, 3))
+
+
+def _train_and_register(version: ModelVersion) -> None:
+    workflow = version.workflow
+    layout = tasktree.label_layout(workflow.task_tree)
+    subject_ids, counts = datasets.labelled_counts(workflow, layout)
+    X, backbone = datasets.features(workflow, subject_ids)
+    _progress(version, 0.2)
+    model = datasets.new_model(workflow, layout, X.shape[1:])
+    config = TrainConfig(seed=version.number)
+
+    def on_epoch(epoch: int, total: int, _metrics: dict) -> None:
+        if epoch % 5 == 0:
+            _progress(version, 0.2 + 0.5 * epoch / total)
+
+    result = fit(model, X, counts, layout, config, progress=on_epoch)
+    directory = Path(settings.MODEL_ROOT) / f"workflow-{workflow.id}" / f"v{version.number}"
+    meta = checkpoints.save_checkpoint(
+        directory,
+        result.model,
+        kind=version.kind,
+        model_config=datasets.model_config(result.model),
+        layout=layout,
+        metrics=result.metrics,
+        extra={
+            "workflow": workflow.id,
+            "workflow_version": workflow.version,
+            "model_version": version.number,
+            "backbone": backbone,
+            "label_count": len(subject_ids),
+            "train_config": config.__dict__,
+        },
+    )
+    version.checkpoint_dir = str(directory)
+    version.sha256 = meta["sha256"]
+    version.metrics = result.metrics
+    version.backbone = backbone
+    version.trained_at = timezone.now()
+    version.status = ModelVersion.Status.READY
+    version.save(update_fields=["checkpoint_dir", "sha256", "metrics", "backbone", "trained_at", "status"])
+    _activate(version)
+
+
+@transaction.atomic
+def _activate(version: ModelVersion) -> None:
+    """v0 promotion: the newest trained version replaces the active one."""
+    ModelVersion.objects.filter(workflow=version.workflow, status=ModelVersion.Status.ACTIVE).exclude(
+        pk=version.pk
+    ).update(status=ModelVersion.Status.RETIRED)
+    version.status = ModelVersion.Status.ACTIVE
+    version.save(update_fields=["status"])
+
+
+def model_version_score_pool(*, model_version: ModelVersion, batch: int = 2048) -> int:
+    """Predict every active subject with MC dropout and replace their priorities.
+
+    Priorities are written only where no newer version has already written them, so a late
+    run of an old version cannot overwrite a newer one. Returns the number scored.
+    """
+    workflow = model_version.workflow
+    model, meta = checkpoints.load_checkpoint(model_version.checkpoint_dir)
+    layout = [tuple(x) for x in meta["layout"]]
+    root = workflow.task_tree["first"]
+    subject_ids = list(
+        SubjectState.objects.filter(workflow=workflow, status=SubjectState.Status.ACTIVE)
+        .order_by("id")
+        .values_list("subject_id", flat=True)
+    )
+    for start in range(0, len(subject_ids), batch):
+        chunk = subject_ids[start : start + batch]
+        X, _ = datasets.features(workflow, chunk)
+        probs = mc_dropout_probs(model, X, layout, n_samples=workflow.mc_samples, seed=model_version.number)
+        _store_scores(model_version, workflow, layout, root, chunk, probs)
+        _progress(model_version, 0.7 + 0.3 * min(1.0, (start + len(chunk)) / max(1, len(subject_ids))))
+    ModelVersion.objects.filter(pk=model_version.pk).update(scored_at=timezone.now(), progress=1.0)
+    return len(subject_ids)
+
+
+def _store_scores(version, workflow, layout, root, subject_ids, probs) -> None:
+    """probs: (N, A, S) MC-dropout probabilities for ``subject_ids``."""
+    root_probs = probs[:, question_slice(layout, root), :]  # (N, C_root, S)
+    entropy = acquisition.predictive_entropy(root_probs)
+    bald = acquisition.tree_scores(probs, layout, method="bald")
+    score = bald if workflow.acquisition == "bald" else acquisition.tree_scores(probs, layout, method="entropy")
+    mean = probs.mean(axis=2)  # (N, A)
+    with transaction.atomic():
+        Prediction.objects.filter(model_version=version, subject_id__in=subject_ids).delete()
+        Prediction.objects.bulk_create(
+            [
+                Prediction(
+                    model_version=version,
+                    subject_id=sid,
+                    probabilities=_per_question(mean[i], layout),
+                    entropy=float(entropy[i]),
+                    bald=float(bald[i]),
+                    score=float(score[i]),
+                )
+                for i, sid in enumerate(subject_ids)
+            ],
+            batch_size=1000,
+        )
+        _write_priorities(version, workflow, subject_ids, score)
+
+
+def _write_priorities(version, workflow, subject_ids, score: np.ndarray) -> None:
+    states = list(
+        SubjectState.objects.select_for_update()
+        .filter(workflow=workflow, subject_id__in=subject_ids)
+        .only("id", "subject_id", "priority_version_id")
+    )
+    by_subject = dict(zip(subject_ids, score.tolist(), strict=True))
+    fresh = [s for s in states if s.priority_version_id is None or s.priority_version_id <= version.id]
+    for state in fresh:
+        state.priority = by_subject[state.subject_id]
+        state.priority_version_id = version.id
+    SubjectState.objects.bulk_update(fresh, ["priority", "priority_version"], batch_size=1000)
+
+
+def _per_question(row: np.ndarray, layout) -> dict[str, list[float]]:
+    out, start = {}, 0
+    for task, n in layout:
+        out[task] = [round(float(p), 5) for p in row[start : start + n]]
+        start += n
+    return out

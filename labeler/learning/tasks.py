@@ -1,0 +1,24 @@
+"""Celery tasks of the learning loop. Thin: take an id, call one service.
+
+Routed to the ``gpu`` queue (settings.CELERY_TASK_ROUTES); on a CPU-only machine the same
+worker consumes it.
+"""
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from labeler.learning import services
+
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    max_retries=3,
+)
+def train_model_version(model_version_id: int) -> None:
+    """Train, register and score one queued ModelVersion (a no-op if already claimed)."""
+    version = services.model_version_claim(model_version_id=model_version_id)
+    if version is None:
+        return
+    services.model_version_train(model_version=version)

@@ -1,0 +1,108 @@
+"""The demo sky: a project with an image workflow and a spectrum workflow, simulated by mlcore.
+
+Every subject keeps its truth (hidden from volunteers) for benchmarks and gold standard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from labeler.subjects.models import Project, Subject
+from labeler.subjects.services import NewSubject, project_get_or_create, subjects_create
+from labeler.workflows.models import Workflow
+from labeler.workflows.services import workflow_create
+from mlcore import io as fitsio
+from mlcore.simulate import sky, spectra
+
+IMAGE_WORKFLOW = "galaxy-morphology"
+SPECTRUM_WORKFLOW = "dla-search"
+SIMULATED_TREES = {Workflow.Kind.IMAGE: sky.GALAXY_TREE, Workflow.Kind.SPECTRUM: spectra.SPECTRUM_TREE}
+SIMULATED_ANSWERS = {Workflow.Kind.IMAGE: sky.CLASS_ANSWERS, Workflow.Kind.SPECTRUM: spectra.CLASS_ANSWERS}
+FIELD_CENTRE = (150.1, 2.2)  # deg; a COSMOS-like patch, for plausible coordinates
+CHUNK = 200
+
+
+@dataclass(frozen=True)
+class SkyPlan:
+    project: str = "demo"
+    n_images: int = 600
+    n_spectra: int = 300
+    seed: int = 0
+    retire_after: int = 5
+    train_min_new_labels: int = 40
+
+
+def sky_simulate(*, plan: SkyPlan, progress=None) -> Project:
+    """Create (or extend) the demo project: workflows first, then simulated subjects."""
+    project = project_get_or_create(
+        slug=plan.project, name="Skyloop demo sky", description="Simulated DECaLS-like cutouts and BOSS-like quasars."
+    )
+    _ensure_workflows(project, plan)
+    rng = np.random.default_rng(plan.seed)
+    offset = project.subjects.count()
+    _add_images(project, plan, rng, offset, progress)
+    _add_spectra(project, plan, rng, offset, progress)
+    return project
+
+
+def _ensure_workflows(project: Project, plan: SkyPlan) -> None:
+    specs = [
+        (IMAGE_WORKFLOW, "Galaxy morphology", Workflow.Kind.IMAGE),
+        (SPECTRUM_WORKFLOW, "Damped Lyman-alpha hunt", Workflow.Kind.SPECTRUM),
+    ]
+    for slug, name, kind in specs:
+        if not Workflow.objects.filter(project=project, slug=slug).exists():
+            workflow_create(
+                project=project,
+                slug=slug,
+                name=name,
+                kind=kind,
+                task_tree=SIMULATED_TREES[kind],
+                retire_after=plan.retire_after,
+                train_min_new_labels=plan.train_min_new_labels,
+            )
+
+
+def _sky_position(rng: np.random.Generator) -> tuple[float, float]:
+    return FIELD_CENTRE[0] + rng.uniform(-1, 1), FIELD_CENTRE[1] + rng.uniform(-1, 1)
+
+
+def _add_images(project: Project, plan: SkyPlan, rng, offset: int, progress) -> None:
+    config = sky.SkyConfig()
+    for start in range(0, plan.n_images, CHUNK):
+        n = min(CHUNK, plan.n_images - start)
+        stamps = sky.simulate_cutouts(n, seed=int(rng.integers(1 << 31)), config=config)
+        batch = []
+        for i, (cube, truth) in enumerate(stamps):
+            ra, dec = _sky_position(rng)
+            data = fitsio.ImageData(
+                cube=cube, bands=tuple(config.bands), ra=ra, dec=dec, nan_fraction=0.0, header={"ORIGIN": "skyloop-sim"}
+            )
+            name = f"sim-img-{offset + start + i:06d}"
+            batch.append(NewSubject(kind=Subject.Kind.IMAGE, external_id=name, data=data, truth=_plain(truth)))
+        subjects_create(project=project, new_subjects=batch)
+        if progress:
+            progress("images", start + n, plan.n_images)
+
+
+def _add_spectra(project: Project, plan: SkyPlan, rng, offset: int, progress) -> None:
+    for start in range(0, plan.n_spectra, CHUNK):
+        n = min(CHUNK, plan.n_spectra - start)
+        batch = []
+        for i, (wave, flux, ivar, truth) in enumerate(spectra.simulate_spectra(n, seed=int(rng.integers(1 << 31)))):
+            ra, dec = _sky_position(rng)
+            data = fitsio.SpectrumData(
+                wavelength=wave, flux=flux, ivar=ivar, z=float(truth["z_qso"]), ra=ra, dec=dec, meta={}
+            )
+            name = f"sim-qso-{offset + start + i:06d}"
+            batch.append(NewSubject(kind=Subject.Kind.SPECTRUM, external_id=name, data=data, truth=_plain(truth)))
+        subjects_create(project=project, new_subjects=batch)
+        if progress:
+            progress("spectra", start + n, plan.n_spectra)
+
+
+def _plain(truth: dict) -> dict:
+    """JSON-safe copy (numpy scalars -> Python numbers)."""
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in truth.items()}

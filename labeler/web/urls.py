@@ -1,0 +1,9 @@
+from django.urls import path
+
+from labeler.web import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("classify/<int:workflow_id>/", views.classify, name="classify"),
+    path("subjects/<int:subject_id>/preview-<str:checksum>.png", views.subject_preview, name="subject-preview"),
+]

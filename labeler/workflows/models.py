@@ -1,0 +1,78 @@
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from labeler.subjects.models import Project, Subject
+from mlcore import tasktree
+
+
+def validate_task_tree(value) -> None:
+    try:
+        tasktree.validate_tree(value)
+    except tasktree.TaskTreeError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+class Workflow(models.Model):
+    """What volunteers are asked about one kind of subject, and how the loop runs for it."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image", "Image questions"
+        SPECTRUM = "spectrum", "Spectrum questions"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="workflows")
+    slug = models.SlugField(max_length=64)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    task_tree = models.JSONField(validators=[validate_task_tree])
+    version = models.PositiveIntegerField(default=1, help_text="Bumped whenever the task tree changes.")
+    active = models.BooleanField(default=True)
+    # Retirement (consensus v0): retire after this many classifications.
+    retire_after = models.PositiveIntegerField(default=5)
+    # Learning loop: train when this many subjects gained a consensus label since the last model.
+    train_min_new_labels = models.PositiveIntegerField(default=40)
+    label_min_votes = models.PositiveIntegerField(default=3, help_text="Votes before a subject counts as labelled.")
+    mc_samples = models.PositiveIntegerField(default=15)
+    random_share = models.FloatField(default=0.2, help_text="Share of subjects served at random.")
+    acquisition = models.CharField(max_length=16, default="bald", choices=[("bald", "BALD"), ("entropy", "Entropy")])
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "slug"], name="workflow_unique_slug"),
+            models.CheckConstraint(
+                condition=models.Q(random_share__gte=0) & models.Q(random_share__lte=1),
+                name="workflow_random_share_in_unit_interval",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.slug}"
+
+
+class SubjectState(models.Model):
+    """A subject as seen by one workflow: active or retired, its queue priority, its count."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        RETIRED = "retired"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="states")
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="states")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    classification_count = models.PositiveIntegerField(default=0)
+    priority = models.FloatField(default=0.0)
+    # The model version that wrote ``priority``: a late, older version never overwrites a newer one.
+    priority_version = models.ForeignKey(
+        "learning.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    retired_at = models.DateTimeField(null=True, blank=True)
+    retirement_reason = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "subject"], name="state_unique_workflow_subject"),
+        ]
+        indexes = [models.Index(fields=["workflow", "status", "-priority"], name="state_queue_idx")]
+
+    def __str__(self) -> str:
+        return f"subject {self.subject_id} in workflow {self.workflow_id}: {self.status}"

@@ -1,0 +1,1 @@
+"""Machine-learning core of Skyloop: pure numpy/torch/astropy code, no Django."""

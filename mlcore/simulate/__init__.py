@@ -1,0 +1,1 @@
+"""Honest simulations of survey images, quasar spectra and volunteer crowds."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 from labeler.classifications.models import Consensus
 from labeler.subjects.models import Subject, SubjectEmbedding
@@ -87,7 +88,8 @@ def spectrum_inputs(subject_ids: list[int]) -> np.ndarray:
     return out
 
 
-def new_model(workflow: Workflow, layout, input_shape: tuple[int, ...]):
+def new_model(workflow: Workflow, layout, input_shape: tuple[int, ...], seed: int = 0):
+    torch.manual_seed(seed)  # reproducible initial weights for a given version number
     if workflow.kind == Workflow.Kind.IMAGE:
         return QuestionHead(input_shape[0], layout)
     return SpectrumCNN(layout, n_pix=input_shape[-1])
@@ -95,4 +97,4 @@ def new_model(workflow: Workflow, layout, input_shape: tuple[int, ...]):
 
 def model_config(model) -> dict:
     """Constructor arguments that checkpoints.load_checkpoint needs to rebuild the model."""
-    return dict(getattr(model, "config", {}))
+    return model.model_config()

@@ -108,7 +108,7 @@ def _train_and_register(version: ModelVersion) -> None:
     subject_ids, counts = datasets.labelled_counts(workflow, layout)
     X, backbone = datasets.features(workflow, subject_ids)
     _progress(version, 0.2)
-    model = datasets.new_model(workflow, layout, X.shape[1:])
+    model = datasets.new_model(workflow, layout, X.shape[1:], seed=version.number)
     config = TrainConfig(seed=version.number)
 
     def on_epoch(epoch: int, total: int, _metrics: dict) -> None:

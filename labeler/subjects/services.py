@@ -104,9 +104,14 @@ def _store(project: Project, new: NewSubject) -> tuple[str, str]:
         folder=folder,
         suffix="fits",
         write=lambda p: fitsio.write_sdss_spectrum(
-            p, data.wavelength, data.flux, data.ivar, z=data.z, ra=data.ra, dec=data.dec, meta=data.meta
+            p, data.wavelength, data.flux, data.ivar, z=data.z, ra=data.ra, dec=data.dec, meta=_header_cards(data.meta)
         ),
     )
+
+
+def _header_cards(meta: dict) -> dict:
+    """The scalar part of a spectrum's metadata, which fits in FITS header cards."""
+    return {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool) and len(str(v)) < 60}
 
 
 def _subject_row(project: Project, new: NewSubject, relative: str, sha: str) -> Subject:
@@ -116,6 +121,7 @@ def _subject_row(project: Project, new: NewSubject, relative: str, sha: str) -> 
         metadata.update(bands=list(data.bands), shape=list(data.cube.shape), nan_fraction=data.nan_fraction)
     else:
         metadata.update(
+            source=data.meta,
             z=data.z,
             n_pix=int(data.wavelength.size),
             wave_min=float(data.wavelength[0]),

@@ -64,6 +64,9 @@ class BackboneConfig:
     weights_path: str | None = None
 
 
+DEFAULT_BACKBONE = BackboneConfig()
+
+
 def _rgb_from_bands(cubes: np.ndarray) -> np.ndarray:
     """(N, B, H, W) bands in increasing wavelength -> (N, 3, H, W) as R, G, B.
 
@@ -199,7 +202,7 @@ class ImageBackbone:
         1280.
     """
 
-    def __init__(self, config: BackboneConfig = BackboneConfig(), device: torch.device | None = None):
+    def __init__(self, config: BackboneConfig = DEFAULT_BACKBONE, device: torch.device | None = None):
         self.config = config
         self.device = device or best_device()
         self.dim = EMBED_DIM
@@ -207,7 +210,8 @@ class ImageBackbone:
             self.name = f"{BACKBONE_NAME}@{config.input_size}"
         else:
             self.name = f"{ARCH}-{_file_sha256(config.weights_path)[:12]}@{config.input_size}"
-        self.model = load_backbone(config).to(self.device)
+        # channels_last: ~1.5x faster depthwise convolutions on CPU (oneDNN) and on GPU
+        self.model = load_backbone(config).to(self.device, memory_format=torch.channels_last)
         for param in self.model.parameters():
             param.requires_grad_(False)
 
@@ -232,7 +236,7 @@ class ImageBackbone:
         use_amp = amp_enabled(self.device)
         for start in range(0, cubes.shape[0], batch_size):
             x = preprocess_cutouts(cubes[start : start + batch_size], self.config)  # (b, 3, S, S)
-            x = x.to(self.device, non_blocking=True)
+            x = x.to(self.device, memory_format=torch.channels_last, non_blocking=True)
             with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=use_amp):
                 features = self.model.extract_features(x)  # (b, 1280, S/32, S/32)
             pooled = features.float().mean(dim=(2, 3))  # (b, 1280)

@@ -37,13 +37,16 @@ class SpectrumInputConfig:
     rest_range: tuple[float, float] = (900.0, 1346.0)
 
 
+DEFAULT_SPECTRUM_INPUT = SpectrumInputConfig()
+
+
 def _clean(wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, ...]:
     """Drop pixels with unusable wavelengths, sort by wavelength, zero bad flux/ivar."""
     wave = np.asarray(wavelength, dtype=np.float64).ravel()
     flux = np.asarray(flux, dtype=np.float64).ravel()
     ivar = np.asarray(ivar, dtype=np.float64).ravel()
     if not wave.shape == flux.shape == ivar.shape:
-        raise ValueError(f"wavelength, flux and ivar must have equal lengths, got {wave.shape}, {flux.shape}, {ivar.shape}")
+        raise ValueError(f"wavelength, flux and ivar lengths differ: {wave.shape}, {flux.shape}, {ivar.shape}")
     keep = np.isfinite(wave) & (wave > 0)
     wave, flux, ivar = wave[keep], flux[keep], ivar[keep]
     order = np.argsort(wave, kind="stable")
@@ -86,7 +89,7 @@ def preprocess_spectrum(
     flux: np.ndarray,
     ivar: np.ndarray,
     z: float | None,
-    config: SpectrumInputConfig = SpectrumInputConfig(),
+    config: SpectrumInputConfig = DEFAULT_SPECTRUM_INPUT,
 ) -> np.ndarray:
     """One spectrum -> a fixed-size, normalised two-channel array for ``SpectrumCNN``.
 

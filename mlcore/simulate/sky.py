@@ -167,8 +167,8 @@ def _featured_disk(rng, bands) -> _Scene:
     parts = [_Part(disk.shear(**shear), _colour_weights(bands, *_blue_colours(rng))),
              _Part(arms.shear(**shear), _colour_weights(bands, *_blue_colours(rng, shift=-0.25)))]
     if bulge_frac > 0.02:
-        bulge = galsim.DeVaucouleurs(half_light_radius=rng.uniform(0.15, 0.35) * hlr, flux=bulge_frac,
-                                     trunc=5 * hlr, gsparams=_GSP)
+        bulge_hlr = rng.uniform(0.15, 0.35) * hlr
+        bulge = galsim.DeVaucouleurs(half_light_radius=bulge_hlr, flux=bulge_frac, trunc=5 * bulge_hlr, gsparams=_GSP)
         parts.append(_Part(bulge, _colour_weights(bands, *_red_colours(rng))))
     return _Scene(parts, None, {"hlr_arcsec": hlr, "q": q, "sersic_n": 1.0, "feature_fraction": arm_frac})
 
@@ -184,8 +184,9 @@ def _edge_on_disk(rng, bands) -> _Scene:
     # dust in the mid-plane reddens edge-on disks
     parts = [_Part(disk, _colour_weights(bands, *_blue_colours(rng, shift=0.15)))]
     if bulge_frac > 0.02:
-        bulge = galsim.DeVaucouleurs(half_light_radius=rng.uniform(0.15, 0.3) * hlr, flux=bulge_frac,
-                                     trunc=5 * hlr, gsparams=_GSP).shear(q=rng.uniform(0.6, 0.9), beta=angle)
+        bulge_hlr = rng.uniform(0.15, 0.3) * hlr
+        bulge = galsim.DeVaucouleurs(half_light_radius=bulge_hlr, flux=bulge_frac, trunc=5 * bulge_hlr,
+                                     gsparams=_GSP).shear(q=rng.uniform(0.6, 0.9), beta=angle)
         parts.append(_Part(bulge, _colour_weights(bands, *_red_colours(rng))))
     q = _apparent_axis_ratio(math.cos(math.radians(incl)), h_over_r)
     return _Scene(parts, None, {"hlr_arcsec": hlr, "q": q, "sersic_n": 1.0, "inclination_deg": incl})

@@ -17,7 +17,7 @@ def submit(workflow, subject, key, annotation=None, client_uuid=None):
         workflow=workflow,
         subject_id=subject.id,
         volunteer_key=key,
-        annotation=annotation or smooth_round_answer(),
+        annotation=smooth_round_answer() if annotation is None else annotation,
         client_uuid=client_uuid or uuid.uuid4(),
     )
 

@@ -12,11 +12,11 @@ from mlcore.simulate import sky
 from mlcore.tasktree import path_for_answers
 
 
-def label_subjects(workflow, n_subjects, votes=None):
-    """Give ``n_subjects`` subjects enough expert votes to count as labels."""
-    votes = votes or workflow.label_min_votes
+def label_subjects(workflow, stop, start=0):
+    """Give subjects [start, stop) of the workflow enough expert votes to count as labels."""
+    votes = workflow.label_min_votes
     answers = sky.CLASS_ANSWERS
-    states = list(SubjectState.objects.filter(workflow=workflow).select_related("subject")[:n_subjects])
+    states = list(SubjectState.objects.filter(workflow=workflow).select_related("subject").order_by("id")[start:stop])
     for state in states:
         truth = state.subject.truth["class"]
         path = path_for_answers(workflow.task_tree, lambda task, n, t=truth: answers[t].get(task, 0))
@@ -43,7 +43,7 @@ def test_it_queues_one_training_on_commit_when_enough_labels_arrive(trainable, d
             label_subjects(trainable, 9)
         assert not ModelVersion.objects.exists()
         with django_capture_on_commit_callbacks(execute=True):
-            label_subjects(trainable, 12)
+            label_subjects(trainable, 12, start=9)
     versions = list(ModelVersion.objects.all())
     assert len(versions) == 1 and versions[0].status == "queued" and versions[0].label_count == 10
     delay.assert_called_once_with(versions[0].id)

@@ -10,7 +10,6 @@ from mlcore.acquisition import (
     margin,
     predictive_entropy,
     tree_scores,
-    with_random_share,
 )
 
 
@@ -60,34 +59,3 @@ def test_it_rejects_unknown_methods_and_wrong_widths():
         tree_scores(np.full((1, 2, 3), 0.5), [("T0", 2)], "vibes")
     with pytest.raises(ValueError, match="answers"):
         tree_scores(np.full((1, 2, 3), 0.5), [("T0", 3)])
-
-
-def test_it_rank_normalises_scores_when_no_random_share():
-    priorities = with_random_share(np.array([0.1, 5.0, 2.0]), 0.0, np.random.default_rng(0))
-    assert priorities == pytest.approx([0.0, 1.0, 0.5])
-
-
-def test_it_replaces_the_requested_share_with_random_priorities():
-    scores = np.arange(1000, dtype=float)
-    priorities = with_random_share(scores, 0.25, np.random.default_rng(1))
-    changed = ~np.isclose(priorities, scores / 999)
-    assert 240 <= changed.sum() <= 250  # 250 drawn at random; a few may land on their rank value
-    assert ((priorities >= 0) & (priorities <= 1)).all()
-    top = np.argsort(-priorities)[:200]
-    random_in_top = changed[top].mean()
-    assert 0.12 < random_in_top < 0.38  # about a quarter of the head of the queue is random
-
-
-def test_it_is_reproducible_for_the_same_generator_seed():
-    scores = np.random.default_rng(3).random(50)
-    a = with_random_share(scores, 0.3, np.random.default_rng(7))
-    b = with_random_share(scores, 0.3, np.random.default_rng(7))
-    assert np.array_equal(a, b)
-
-
-def test_it_refuses_bad_random_share_and_nan_scores():
-    rng = np.random.default_rng(0)
-    with pytest.raises(ValueError):
-        with_random_share(np.ones(3), 1.5, rng)
-    with pytest.raises(ValueError):
-        with_random_share(np.array([1.0, np.nan]), 0.1, rng)

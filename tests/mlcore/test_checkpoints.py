@@ -16,9 +16,15 @@ LAYOUT = [("T0", 2), ("T1", 3)]
 def _save_head(directory):
     torch.manual_seed(0)
     head = QuestionHead(8, LAYOUT, hidden=16)
-    meta = save_checkpoint(directory, head, kind="question_head", model_config=head.model_config(),
-                           layout=LAYOUT, metrics={"val_loss": 0.5, "val_accuracy": float("nan")},
-                           extra={"backbone": "efficientnet-lite0-imagenet@128"})
+    meta = save_checkpoint(
+        directory,
+        head,
+        kind="question_head",
+        model_config=head.model_config(),
+        layout=LAYOUT,
+        metrics={"val_loss": 0.5, "val_accuracy": float("nan")},
+        extra={"backbone": "efficientnet-lite0-imagenet@128"},
+    )
     return head, meta
 
 
@@ -60,8 +66,9 @@ def test_it_detects_a_tampered_model_file(tmp_path):
 def test_it_refuses_a_config_that_cannot_rebuild_the_model(tmp_path):
     head = QuestionHead(8, LAYOUT, hidden=16)
     with pytest.raises(ValueError, match="rebuild"):
-        save_checkpoint(tmp_path / "bad", head, kind="question_head", model_config={"in_dim": 8},
-                        layout=LAYOUT, metrics={})
+        save_checkpoint(
+            tmp_path / "bad", head, kind="question_head", model_config={"in_dim": 8}, layout=LAYOUT, metrics={}
+        )
     assert not (tmp_path / "bad").exists()
 
 
@@ -69,8 +76,14 @@ def test_it_overwrites_an_existing_checkpoint_consistently(tmp_path):
     _save_head(tmp_path)
     torch.manual_seed(5)
     other = QuestionHead(8, LAYOUT, hidden=16)
-    meta = save_checkpoint(tmp_path, other, kind="question_head", model_config=other.model_config(),
-                           layout=LAYOUT, metrics={"val_loss": np.float32(0.25)})
+    meta = save_checkpoint(
+        tmp_path,
+        other,
+        kind="question_head",
+        model_config=other.model_config(),
+        layout=LAYOUT,
+        metrics={"val_loss": np.float32(0.25)},
+    )
     loaded, _ = load_checkpoint(tmp_path)
     assert torch.equal(loaded.net[0].weight, other.net[0].weight)
     assert json.loads((tmp_path / "meta.json").read_text())["metrics"]["val_loss"] == pytest.approx(0.25)

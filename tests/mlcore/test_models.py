@@ -72,7 +72,9 @@ def test_it_maps_the_reddest_of_three_bands_to_red():
     cubes = np.zeros((1, 3, 64, 64), dtype=np.float32)
     cubes[0, 2, 30:34, 30:34] = 100.0  # only the i band (reddest) is bright
     x = preprocess_cutouts(cubes, BackboneConfig(input_size=64))
-    unnorm = x[0] * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) + torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    unnorm = x[0] * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) + torch.tensor([0.485, 0.456, 0.406]).view(
+        3, 1, 1
+    )
     assert unnorm[0].max() > 0.9 and unnorm[1].max() < 0.01 and unnorm[2].max() < 0.01
 
 
@@ -137,3 +139,13 @@ def test_it_trains_the_spectrum_cnn_a_few_steps_on_random_data():
         optimizer.step()
     assert torch.isfinite(loss)
     assert model.eval()(x).shape == (6, 5)
+
+
+def test_it_lets_the_environment_force_the_cpu_and_rejects_nonsense(monkeypatch):
+    from mlcore.device import best_device
+
+    monkeypatch.setenv("SKYLOOP_DEVICE", "cpu")
+    assert best_device() == torch.device("cpu")
+    monkeypatch.setenv("SKYLOOP_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="SKYLOOP_DEVICE"):
+        best_device()

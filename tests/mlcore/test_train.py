@@ -51,8 +51,15 @@ def test_it_learns_a_separable_problem_above_90_percent():
     torch.manual_seed(0)
     head = QuestionHead(16, LAYOUT, hidden=32)
     seen = []
-    result = fit(head, X, counts, LAYOUT, TrainConfig(epochs=30, patience=10), device=CPU,
-                 progress=lambda e, n, m: seen.append(e))
+    result = fit(
+        head,
+        X,
+        counts,
+        LAYOUT,
+        TrainConfig(epochs=30, patience=10),
+        device=CPU,
+        progress=lambda e, n, m: seen.append(e),
+    )
     assert result.metrics["val_accuracy"] > 0.9
     assert result.metrics["val_accuracy_T0"] == result.metrics["val_accuracy"]
     assert result.metrics["val_accuracy_T1"] > 0.9
@@ -109,7 +116,9 @@ def test_it_trains_a_spectrum_cnn_through_fit():
     X = rng.normal(size=(10, 2, 64)).astype(np.float32)
     counts = rng.integers(0, 4, size=(10, 5)).astype(np.float32)
     torch.manual_seed(0)
-    result = fit(SpectrumCNN(LAYOUT, n_pix=64, width=4), X, counts, LAYOUT, TrainConfig(epochs=2, batch_size=3), device=CPU)
+    result = fit(
+        SpectrumCNN(LAYOUT, n_pix=64, width=4), X, counts, LAYOUT, TrainConfig(epochs=2, batch_size=3), device=CPU
+    )
     assert math.isfinite(result.metrics["val_loss"])
 
 
@@ -135,5 +144,7 @@ def test_it_keeps_batchnorm_in_eval_mode_during_mc_dropout():
     X = np.random.default_rng(0).normal(size=(3, 2, 32)).astype(np.float32)
     probs = mc_dropout_probs(model, X, LAYOUT, n_samples=2, device=CPU)
     assert np.allclose(probs[..., 0], probs[..., 1])  # no dropout noise, BatchNorm frozen
-    one_by_one = np.concatenate([mc_dropout_probs(model, X[i : i + 1], LAYOUT, n_samples=1, device=CPU) for i in range(3)])
+    one_by_one = np.concatenate(
+        [mc_dropout_probs(model, X[i : i + 1], LAYOUT, n_samples=1, device=CPU) for i in range(3)]
+    )
     assert np.allclose(one_by_one[..., 0], probs[..., 0], atol=1e-6)

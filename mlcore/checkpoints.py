@@ -60,7 +60,7 @@ def _json_safe(value):
     return value
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -87,7 +87,7 @@ def _write_files(directory: Path, model: nn.Module, meta: dict) -> dict:
     tmp_model = directory / f".{MODEL_FILE}.tmp"
     torch.save(state, tmp_model)
     _fsync_file(tmp_model)
-    meta = {**meta, "sha256": _sha256(tmp_model)}
+    meta = {**meta, "sha256": file_sha256(tmp_model)}
     tmp_meta = directory / f".{META_FILE}.tmp"
     tmp_meta.write_text(json.dumps(meta, indent=2, allow_nan=False))
     _fsync_file(tmp_meta)
@@ -181,7 +181,7 @@ def load_checkpoint(directory: str | Path, device: torch.device | None = None) -
     directory = Path(directory)
     meta = json.loads((directory / META_FILE).read_text())
     model_path = directory / MODEL_FILE
-    actual = _sha256(model_path)
+    actual = file_sha256(model_path)
     if actual != meta.get("sha256"):
         raise ValueError(f"{model_path} sha256 {actual[:12]}... does not match meta.json; refusing to load")
     model = build_model(meta["kind"], meta["model_config"], meta["layout"])

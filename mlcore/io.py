@@ -229,7 +229,7 @@ def read_spectrum(path) -> SpectrumData:
         raise DataFileError(f"not a readable FITS file ({exc})") from exc
     spec, fmt = _load_specutils(path)
     wave, flux, ivar, estimated = _spectrum_arrays(spec)
-    meta.update(format=fmt, ivar_estimated=estimated)
+    meta.update(format=fmt, ivar_estimated=estimated, flux_unit=_flux_unit_name(spec))
     return SpectrumData(wavelength=wave, flux=flux, ivar=ivar, z=z, ra=ra, dec=dec, meta=meta)
 
 
@@ -245,6 +245,8 @@ def _load_specutils(path):
             return spec, fmt or "auto"
         except Exception as exc:  # specutils raises many kinds; we report them all as one
             errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if "strictly increasing" in errors[-1]:  # specutils checks this itself when it builds a Spectrum
+        raise DataFileError("wavelengths are not strictly monotonic")
     raise DataFileError(f"no 1-D spectrum found ({errors[-1]})")
 
 
@@ -262,19 +264,17 @@ def _spectrum_arrays(spec) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     steps = np.diff(wave)
     if not np.all(np.isfinite(wave)) or not (np.all(steps > 0) or np.all(steps < 0)):
         raise DataFileError("wavelengths are not strictly monotonic")
+    masked = np.zeros(wave.shape, dtype=bool) if spec.mask is None else np.asarray(spec.mask, dtype=bool)
     if steps[0] < 0:  # frequency-ordered files come out decreasing in wavelength
-        wave, flux = wave[::-1].copy(), flux[::-1].copy()
+        wave, flux, masked = wave[::-1].copy(), flux[::-1].copy(), masked[::-1].copy()
         ivar = None if ivar is None else ivar[::-1].copy()
-    if spec.mask is not None and ivar is not None:
-        mask = np.asarray(spec.mask)[:: 1 if steps[0] > 0 else -1]
-        ivar = np.where(mask, 0.0, ivar)
     good = np.isfinite(flux)
     if not good.any():
         raise DataFileError("no flux value is finite")
     estimated = ivar is None
     if estimated:
         ivar = np.full(flux.shape, _ivar_from_differences(flux[good]))
-    ivar = np.where(good & np.isfinite(ivar) & (ivar > 0), ivar, 0.0)
+    ivar = np.where(good & ~masked & np.isfinite(ivar) & (ivar > 0), ivar, 0.0)
     flux = np.where(good, flux, 0.0)
     return wave, flux.astype(np.float32), ivar.astype(np.float32), estimated
 
@@ -292,6 +292,14 @@ def _flux_values(spec, wave: np.ndarray) -> tuple[np.ndarray, float]:
     finite = ratio[np.isfinite(ratio)]
     scale = float(np.median(finite)) if finite.size else 1.0
     return np.asarray(converted, dtype=np.float64), scale
+
+
+def _flux_unit_name(spec) -> str:
+    try:
+        spec.flux[:1].to(SDSS_FLUX_UNIT, equivalencies=u.spectral_density(spec.spectral_axis[:1]))
+    except u.UnitConversionError:
+        return spec.flux.unit.to_string() or "unknown"
+    return SDSS_FLUX_UNIT.to_string()
 
 
 def _ivar_values(spec, scale: float) -> np.ndarray | None:

@@ -8,7 +8,9 @@ from labeler.classifications.models import Classification
 from labeler.subjects.models import Subject
 from labeler.workflows.models import SubjectState, Workflow
 
-TOP_FEW = 5  # choose at random among this many, so concurrent volunteers spread out
+# Choose at random among this many: with one shared queue, concurrent volunteers would
+# otherwise all get the same few subjects and over-classify them past retirement.
+TOP_FEW = 16
 
 
 def subject_next_for(

@@ -18,6 +18,7 @@ from django.utils import timezone
 from labeler.classifications.models import Consensus
 from labeler.learning import datasets
 from labeler.learning.models import ModelVersion, Prediction
+from labeler.subjects.models import Subject
 from labeler.workflows.models import SubjectState, Workflow
 from mlcore import acquisition, checkpoints, tasktree
 from mlcore.predict import mc_dropout_probs, question_slice
@@ -73,6 +74,25 @@ def _fail_stale_versions(workflow: Workflow) -> None:
     ModelVersion.objects.filter(
         workflow=workflow, status__in=ModelVersion.IN_PROGRESS, created_at__lt=cutoff
     ).update(status=ModelVersion.Status.FAILED, error="no progress for too long (worker lost?)")
+
+
+EMBED_TASK_CHUNK = 500
+
+
+def embeddings_queue(*, subject_ids: list[int]) -> None:
+    """After commit, queue embedding of these image subjects in chunks (gpu queue)."""
+    from labeler.learning.tasks import embed_subjects
+
+    for start in range(0, len(subject_ids), EMBED_TASK_CHUNK):
+        chunk = subject_ids[start : start + EMBED_TASK_CHUNK]
+        transaction.on_commit(lambda chunk=chunk: embed_subjects.delay(chunk))
+
+
+def embeddings_precompute(*, subject_ids: list[int]) -> int:
+    """Compute and cache missing embeddings; subjects deleted meanwhile are skipped."""
+    existing = list(Subject.objects.filter(pk__in=subject_ids, kind=Subject.Kind.IMAGE).values_list("pk", flat=True))
+    datasets.embeddings(existing, datasets.image_backbone())
+    return len(existing)
 
 
 def model_version_claim(*, model_version_id: int) -> ModelVersion | None:

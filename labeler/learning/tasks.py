@@ -22,3 +22,9 @@ def train_model_version(model_version_id: int) -> None:
     if version is None:
         return
     services.model_version_train(model_version=version)
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=5, max_retries=3)
+def embed_subjects(subject_ids: list[int]) -> None:
+    """Cache backbone embeddings of new image subjects, so the first training doesn't wait for them."""
+    services.embeddings_precompute(subject_ids=subject_ids)

@@ -57,6 +57,7 @@ def read_subject_files(*, kind: str, paths: Sequence[str | Path]) -> list[NewSub
 
 def subjects_create(*, project: Project, new_subjects: Iterable[NewSubject]) -> list[Subject]:
     """Store the files and create Subject rows (+ their state in each matching workflow)."""
+    from labeler.learning.services import embeddings_queue
     from labeler.workflows.services import subject_states_attach
 
     new_subjects = list(new_subjects)
@@ -73,6 +74,7 @@ def subjects_create(*, project: Project, new_subjects: Iterable[NewSubject]) -> 
             if not all(s.pk for s in created):  # backends without RETURNING on bulk insert
                 created = list(Subject.objects.filter(project=project, external_id__in=[s.external_id for s in rows]))
             subject_states_attach(project=project, subjects=created)
+            embeddings_queue(subject_ids=[s.pk for s in created if s.kind == Subject.Kind.IMAGE])
     except Exception:
         storage.remove_files(stored)
         raise

@@ -6,7 +6,6 @@ half-written file under a real name; the database row is created only after the 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -14,17 +13,11 @@ from pathlib import Path
 
 from django.conf import settings
 
+from mlcore.checkpoints import file_sha256
+
 
 def media_path(relative: str) -> Path:
     return Path(settings.MEDIA_ROOT) / relative
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def store_file(*, folder: str, suffix: str, write: Callable[[Path], None]) -> tuple[str, str]:

@@ -137,7 +137,7 @@ def _spiral_arms(rng, hlr: float, flux: float) -> galsim.GSObject:
     hand = rng.choice([-1.0, 1.0])
     deltas = []
     for arm in (0.0, math.pi):
-        for phi in np.linspace(0, phi_max, 7) + rng.normal(0, 0.15, 7):
+        for phi in np.linspace(0, phi_max, 9) + rng.normal(0, 0.1, 9):
             r = r_in * math.exp(max(phi, 0.0) * math.tan(pitch))
             theta = hand * phi + arm
             weight = math.exp(-r / hlr) * rng.uniform(0.5, 1.5)
@@ -145,7 +145,7 @@ def _spiral_arms(rng, hlr: float, flux: float) -> galsim.GSObject:
     total = sum(w for w, _, _ in deltas)
     knots = galsim.Sum([galsim.DeltaFunction(flux=flux * w / total, gsparams=_GSP).shift(x, y)
                         for w, x, y in deltas])
-    return galsim.Convolve(knots, galsim.Gaussian(sigma=rng.uniform(0.12, 0.25) * hlr, gsparams=_GSP),
+    return galsim.Convolve(knots, galsim.Gaussian(sigma=rng.uniform(0.08, 0.18) * hlr, gsparams=_GSP),
                            real_space=False)
 
 
@@ -157,7 +157,7 @@ def _apparent_axis_ratio(cos_i: float, q0: float) -> float:
 def _featured_disk(rng, bands) -> _Scene:
     hlr = _log_uniform(rng, 0.6, 5.0)
     bulge_frac = rng.uniform(0.0, 0.35)
-    arm_frac = rng.uniform(0.15, 0.45) * (1 - bulge_frac)
+    arm_frac = rng.uniform(0.25, 0.55) * (1 - bulge_frac)
     disk_frac = 1 - bulge_frac - arm_frac
     cos_i = rng.uniform(0.3, 1.0)
     q = _apparent_axis_ratio(cos_i, 0.12)
@@ -324,7 +324,8 @@ def _draw(scene: _Scene, fwhms: list[float], rng, config: SkyConfig) -> np.ndarr
         if comps:
             psf = galsim.Moffat(beta=3.5, fwhm=fwhm, gsparams=_GSP)  # truncating it makes FFTs 20x slower
             image = galsim.ImageF(size, size, scale=config.pixel_scale)
-            galsim.Convolve(galsim.Add(comps), psf, real_space=False, gsparams=_GSP).drawImage(image=image, offset=offset)
+            scene_b = galsim.Convolve(galsim.Add(comps), psf, real_space=False, gsparams=_GSP)
+            scene_b.drawImage(image=image, offset=offset)
             out[b] = image.array
     if scene.raw is not None:
         out += scene.raw

@@ -3,7 +3,7 @@ import uuid
 import pytest
 
 from labeler.classifications.models import Classification, Consensus
-from labeler.classifications.selectors import subject_next_for
+from labeler.classifications.selectors import TOP_FEW, subject_next_for
 from labeler.classifications.services import ClassificationError, classification_submit
 from labeler.workflows.models import SubjectState
 
@@ -105,7 +105,7 @@ def test_it_serves_the_highest_priorities_when_there_is_no_random_share(image_wo
     for i, state in enumerate(states):
         state.priority = float(i)
     SubjectState.objects.bulk_update(states, ["priority"])
-    top = {s.subject_id for s in states[-5:]}
+    top = {s.subject_id for s in states[-TOP_FEW:]}
     for i in range(20):
         assert subject_next_for(workflow=image_workflow, volunteer_key=f"a:{i}").id in top
 

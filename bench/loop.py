@@ -39,12 +39,12 @@ N_SCORE = 2000
 
 
 def run(results: Path) -> dict:
+    purge_gpu_queue()  # before ingest: ingest itself queues the embedding of the new cutouts
     project_slug = f"bench-{timezone.now():%Y%m%d%H%M%S}"
     plan = SkyPlan(project=project_slug, n_images=N_IMAGES, n_spectra=0, seed=2)
     workflow = sky_simulate(plan=plan).workflows.get(kind="image")
     logs = results.parent / "logs"
     logs.mkdir(exist_ok=True)
-    purge_gpu_queue()
     worker = start_worker(logs / "worker.log")
     server, base = start_gunicorn(logs / "gunicorn.log")
     try:

@@ -111,3 +111,22 @@ def test_the_spectrum_workflow_trains_a_1d_cnn_through_the_same_loop(spectrum_wo
     services.model_version_train(model_version=version)
     version.refresh_from_db()
     assert version.kind == "spectrum_cnn" and version.status == "active"
+
+
+def test_ingest_queues_embedding_of_new_cutouts_on_commit(db, django_capture_on_commit_callbacks):
+    from labeler.subjects.simulation import SkyPlan, sky_simulate
+
+    with mock.patch("labeler.learning.tasks.embed_subjects.delay") as delay:
+        with django_capture_on_commit_callbacks(execute=True):
+            project = sky_simulate(plan=SkyPlan(project="embed", n_images=5, n_spectra=2, seed=0))
+    queued = [sid for call in delay.call_args_list for sid in call.args[0]]
+    assert sorted(queued) == sorted(project.subjects.filter(kind="image").values_list("id", flat=True))
+
+
+def test_precomputed_embeddings_are_cached_once_per_subject(image_workflow):
+    from labeler.subjects.models import SubjectEmbedding
+
+    ids = list(image_workflow.states.values_list("subject_id", flat=True)[:4])
+    assert services.embeddings_precompute(subject_ids=ids + [10**9]) == 4
+    assert services.embeddings_precompute(subject_ids=ids) == 4
+    assert SubjectEmbedding.objects.filter(subject_id__in=ids).count() == 4

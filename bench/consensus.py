@@ -7,8 +7,8 @@ Pure mlcore (no Django, no database). One simulation, shared by the three method
   (smooth_round .22, smooth_cigar .10, featured_disk .25, edge_on_disk .12, merger .08,
   star .15, artefact .08), so the joint distribution is exactly the simulated sky's: S/N
   log-uniform in [5, 300], seeing 1.0-1.4", half-light radii down to 0.5". Its difficulty
-  is broad and weighted to the hard end: quantiles 10/25/50/75/90% ~ 0.04/0.27/0.55/0.78/0.87
-  (``difficulty_p*`` figures give this run's). Truth is the class's root answer of
+  is broad and weighted to the hard end: quantiles 10/25/50/75/90% = 0.00/0.25/0.51/0.71/0.84
+  in the reported run (the ``difficulty_p*`` figures). Truth is the class's root answer of
   GALAXY_TREE's T0: smooth (.32), features or disk (.45), star or artefact (.23).
 - Crowd: N_VOLUNTEERS from ``make_crowd`` with 10% spammers (half always answer the first
   answer, half click at random), 10% careless, 10% experts, 70% typical; how much each
@@ -91,7 +91,7 @@ def run(results: Path) -> dict:
     with_model = sweeps[True][thresholds[True]]
     majority = _majority_curve(report)
     figures = {
-        "accuracy_fixed40": majority[MAX_VOTES - 1],
+        "accuracy_fixed40": float(majority[MAX_VOTES - 1]),
         "accuracy_weighted": weighted[0],
         "accuracy_weighted_model": with_model[0],
         "classifications_per_subject_weighted": weighted[1],
@@ -271,7 +271,7 @@ def _plot(path: Path, majority: np.ndarray, sweeps: dict, thresholds: dict) -> N
         ax.plot([effort], [accuracy], "*", ms=14, color=colour)
     ax.axhline(TARGET_ACCURACY, color="k", ls=":", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("classifications per subject (incl. gold)")
+    ax.set_xlabel("classifications per subject ((b), (c) include gold)")
     ax.set_ylabel("accuracy of the root answer vs truth")
     ax.set_title("consensus on T0; * = operating point chosen on a tuning run")
     ax.legend(loc="lower right")

@@ -52,13 +52,14 @@ def run(results: Path) -> dict:
         figures, latencies = _drive_to_first_model(workflow, base)
         figures["pool_embeddings_per_s"] = embed_rate
         figures["seconds_label_to_priorities"] = _wait_for_priorities(workflow, figures.pop("_t_cross"), worker)
+        phases = _phases(ModelVersion.objects.get(workflow=workflow, number=1))
     finally:
         server.stop()
         worker.stop()
     figures["inference_cutouts_per_s"] = _scoring_throughput(workflow, plan)
     figures["classify_roundtrip_p50_ms"] = float(np.percentile(latencies, 50))
     figures["classify_roundtrip_p99_ms"] = float(np.percentile(latencies, 99))
-    _plot(results / "loop.png", latencies, figures)
+    _plot(results / "loop.png", latencies, figures, phases)
     return figures
 
 
@@ -128,7 +129,16 @@ def _scoring_throughput(workflow, plan: SkyPlan) -> float:
     return scored / elapsed
 
 
-def _plot(path: Path, latencies: list[float], figures: dict) -> None:
+def _phases(version: ModelVersion) -> dict[str, float]:
+    """Seconds spent waiting in the queue, training and scoring the pool (first model)."""
+    return {
+        "queued": (version.started_at - version.created_at).total_seconds(),
+        "training": (version.trained_at - version.started_at).total_seconds(),
+        "scoring": (version.scored_at - version.trained_at).total_seconds(),
+    }
+
+
+def _plot(path: Path, latencies: list[float], figures: dict, phases: dict[str, float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,9 +151,13 @@ def _plot(path: Path, latencies: list[float], figures: dict) -> None:
     left.set_xlabel("submit + next round trip (ms)")
     left.set_ylabel("classifications")
     left.legend()
-    names = ["seconds_label_to_priorities"]
-    right.barh(names, [figures[n] for n in names], color="#1d2d44")
-    right.set_xlabel("seconds")
-    right.set_title(f"{figures['inference_cutouts_per_s']:.0f} cutouts/s scored")
+    left_edge = 0.0
+    for (name, seconds), colour in zip(phases.items(), ["#9aa5b1", "#f4a259", "#1d2d44"], strict=True):
+        right.barh(["first model"], [seconds], left=left_edge, color=colour, label=f"{name} {seconds:.1f}s")
+        left_edge += seconds
+    right.set_xlabel("seconds after the threshold-crossing label")
+    right.set_title(f"label -> priorities {figures['seconds_label_to_priorities']:.1f}s; "
+                    f"{figures['inference_cutouts_per_s']:.0f} cutouts/s scored")
+    right.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

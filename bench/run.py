@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-BENCHMARKS = ["loop"]
+BENCHMARKS = ["loop", "consensus"]
 
 
 def setup_django() -> None:

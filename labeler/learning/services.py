@@ -115,6 +115,8 @@ def model_version_train(*, model_version: ModelVersion) -> ModelVersion:
             status=ModelVersion.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000]
         )
         raise
+    # Labels that arrived while this version trained were debounced: they may already be enough.
+    training_maybe_queue(workflow=model_version.workflow)
     return model_version
 
 

@@ -69,7 +69,7 @@ def _render_spectrum(subject: Subject) -> bytes:
     ax = fig.add_subplot()
     ax.fill_between(spec.wavelength, spec.flux - sigma, spec.flux + sigma, color="0.8", lw=0, step="mid")
     ax.plot(spec.wavelength, spec.flux, lw=0.6, color="k", drawstyle="steps-mid")
-    top = np.nanpercentile(spec.flux, 99.5) if spec.flux.size else 1.0
+    top = np.nanpercentile(spec.flux, 99.9) if spec.flux.size else 1.0
     ax.set_ylim(min(-0.1 * top, np.nanpercentile(spec.flux, 0.5)), 1.15 * top)
     ax.set_xlabel("observed wavelength (Å)")
     ax.set_ylabel("flux (10$^{-17}$ erg s$^{-1}$ cm$^{-2}$ Å$^{-1}$)")

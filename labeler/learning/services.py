@@ -26,6 +26,7 @@ from mlcore.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(hours=2)  # a training row this old with no progress is treated as dead
+MIN_TRAINING_LABELS = 4  # mlcore.train.fit needs a train and a held-out split
 
 
 def labelled_count(workflow: Workflow) -> int:
@@ -48,7 +49,7 @@ def training_maybe_queue(*, workflow: Workflow, force: bool = False) -> ModelVer
         since = labels - (last.label_count if last else 0)
         if not force and since < workflow.train_min_new_labels:
             return None
-        if labels < 4:
+        if labels < MIN_TRAINING_LABELS:
             return None
         version = ModelVersion.objects.create(
             workflow=workflow,

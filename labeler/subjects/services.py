@@ -6,6 +6,7 @@ stored before the rows, and a failed transaction removes the files it stored.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ def subjects_create(*, project: Project, new_subjects: Iterable[NewSubject]) -> 
 
 def _check_unique_ids(project: Project, new_subjects: list[NewSubject]) -> None:
     ids = [s.external_id for s in new_subjects]
-    duplicates = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
+    duplicates = {name for name, n in Counter(ids).items() if n > 1}
     if duplicates:
         raise IngestError(f"duplicate subject names in this batch: {sorted(duplicates)[:5]}")
     existing = list(

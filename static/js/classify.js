@@ -96,10 +96,14 @@ async function postWithRetry(body, attempts = 3) {
         body: JSON.stringify(body),
       });
       const data = await res.json();
-      if (!res.ok) throw new Error(data.error ? data.error.message : res.statusText);
+      if (!res.ok) {
+        const err = new Error(data.error ? data.error.message : res.statusText);
+        err.final = res.status < 500;  // the server refused it: retrying cannot help
+        throw err;
+      }
       return data;
     } catch (err) {
-      if (i >= attempts || err instanceof SyntaxError) throw err;
+      if (i >= attempts || err.final || err instanceof SyntaxError) throw err;
       await new Promise((r) => setTimeout(r, 400 * i));
     }
   }

@@ -162,6 +162,11 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 GPU_QUEUE = env_str("SKYLOOP_GPU_QUEUE", "gpu")
 CELERY_TASK_ROUTES = {"labeler.learning.tasks.*": {"queue": GPU_QUEUE}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat's backstop: resend training runs whose worker died or whose message a dead broker lost.
+CELERY_BEAT_SCHEDULE = {
+    "training-sweep": {"task": "labeler.learning.tasks.sweep_training", "schedule": 120.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Tests that need PostgreSQL / Redis / a worker fail instead of skipping when this is set (CI).
 SKYLOOP_REQUIRE_SERVICES = env_bool("SKYLOOP_REQUIRE_SERVICES", False)

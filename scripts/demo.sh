@@ -12,7 +12,7 @@ if ! $PY manage.py shell -c "from labeler.subjects.models import Project; raise 
 fi
 
 mkdir -p var/log
-$PY -m celery -A labeler worker -Q gpu,default --pool solo --loglevel INFO \
+$PY -m celery -A labeler worker -Q gpu,default --pool solo --beat --loglevel INFO \
   --without-mingle --without-gossip >var/log/worker.log 2>&1 &
 WORKER=$!
 trap 'kill $WORKER 2>/dev/null || true; wait $WORKER 2>/dev/null || true' EXIT INT TERM

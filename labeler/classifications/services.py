@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,8 @@ from django.utils import timezone
 from labeler.classifications.models import Classification, Consensus
 from labeler.workflows.models import SubjectState, Workflow
 from mlcore import tasktree
+
+log = logging.getLogger(__name__)
 
 
 class ClassificationError(Exception):
@@ -68,10 +71,18 @@ def classification_submit(
             return _replayed(existing, workflow, subject_id, volunteer_key)
         raise ClassificationError("you have already classified this subject", "duplicate") from None
     if crossed:
-        from labeler.learning.services import training_maybe_queue
-
-        training_maybe_queue(workflow=workflow)
+        _maybe_train(workflow)
     return SubmitResult(classification=classification, created=True)
+
+
+def _maybe_train(workflow: Workflow) -> None:
+    """The classification is saved: a failing trigger is logged (beat's sweep catches up), never raised."""
+    from labeler.learning.services import training_maybe_queue
+
+    try:
+        training_maybe_queue(workflow=workflow)
+    except Exception:
+        log.exception("could not check whether workflow %s should train", workflow.pk)
 
 
 def _replayed(existing: Classification, workflow: Workflow, subject_id: int, volunteer_key: str) -> SubmitResult:

@@ -29,6 +29,7 @@ class ModelVersion(models.Model):
     sha256 = models.CharField(max_length=64, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     progress = models.FloatField(default=0.0, help_text="0..1 while training and scoring")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of its training run.")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

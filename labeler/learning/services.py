@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from labeler.classifications.models import Consensus
 from labeler.learning import datasets
@@ -25,7 +27,8 @@ from mlcore.predict import mc_dropout_probs, question_slice
 from mlcore.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
-STALE_AFTER = timedelta(hours=2)  # a training row this old with no progress is treated as dead
+LEASE = timedelta(minutes=5)  # a run silent this long is orphaned: its task is sent again
+STALE_AFTER = timedelta(hours=2)  # a version still unfinished this long is given up as failed
 MIN_TRAINING_LABELS = 4  # mlcore.train.fit needs a train and a held-out split
 
 
@@ -37,19 +40,21 @@ def training_maybe_queue(*, workflow: Workflow, force: bool = False) -> ModelVer
     """Queue a training when ``train_min_new_labels`` labels arrived since the last model.
 
     Debounced: at most one version per workflow is queued or training at a time (the
-    workflow row lock serialises concurrent submits).
+    workflow row lock serialises concurrent submits). An orphaned run (its message lost
+    to a dead broker, or its worker killed) is sent again instead.
     """
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
         _fail_stale_versions(workflow)
-        if ModelVersion.objects.filter(workflow=workflow, status__in=ModelVersion.IN_PROGRESS).exists():
+        running = ModelVersion.objects.filter(workflow=workflow, status__in=ModelVersion.IN_PROGRESS).first()
+        if running is not None:
+            if _is_orphaned(running):
+                _send_training_on_commit(running.id)
             return None
         labels = labelled_count(workflow)
         last = ModelVersion.objects.filter(workflow=workflow).exclude(status=ModelVersion.Status.FAILED).last()
         since = labels - (last.label_count if last else 0)
-        if not force and since < workflow.train_min_new_labels:
-            return None
-        if labels < MIN_TRAINING_LABELS:
+        if (not force and since < workflow.train_min_new_labels) or labels < MIN_TRAINING_LABELS:
             return None
         version = ModelVersion.objects.create(
             workflow=workflow,
@@ -57,12 +62,37 @@ def training_maybe_queue(*, workflow: Workflow, force: bool = False) -> ModelVer
             kind=datasets.model_kind(workflow),
             parent=ModelVersion.objects.filter(workflow=workflow, status=ModelVersion.Status.ACTIVE).first(),
             label_count=labels,
+            heartbeat_at=timezone.now(),
         )
-        from labeler.learning.tasks import train_model_version
-
-        transaction.on_commit(lambda: train_model_version.delay(version.id))
+        _send_training_on_commit(version.id)
     log.info("queued training of %s with %d labels", version, labels)
     return version
+
+
+def training_sweep() -> int:
+    """Backstop run by Celery beat: resend orphaned runs and catch up missed triggers."""
+    queued = 0
+    for workflow in Workflow.objects.filter(active=True):
+        queued += training_maybe_queue(workflow=workflow) is not None
+    return queued
+
+
+def _send_training_on_commit(version_id: int) -> None:
+    from labeler.learning.tasks import train_model_version
+
+    def send() -> None:
+        try:
+            train_model_version.delay(version_id)
+        except (KombuOperationalError, ConnectionError, OSError) as exc:
+            # The classification that triggered this is already saved; the sweep resends.
+            log.warning("broker unreachable, training of version %s not sent yet: %s", version_id, exc)
+
+    transaction.on_commit(send)
+
+
+def _is_orphaned(version: ModelVersion) -> bool:
+    """No sign of life for LEASE: its message or its worker is gone."""
+    return version.heartbeat_at is None or version.heartbeat_at < timezone.now() - LEASE
 
 
 def _next_number(workflow: Workflow) -> int:
@@ -74,7 +104,7 @@ def _fail_stale_versions(workflow: Workflow) -> None:
     cutoff = timezone.now() - STALE_AFTER
     ModelVersion.objects.filter(
         workflow=workflow, status__in=ModelVersion.IN_PROGRESS, created_at__lt=cutoff
-    ).update(status=ModelVersion.Status.FAILED, error="no progress for too long (worker lost?)")
+    ).update(status=ModelVersion.Status.FAILED, error="no result after repeated attempts (worker lost?)")
 
 
 EMBED_TASK_CHUNK = 500
@@ -97,11 +127,15 @@ def embeddings_precompute(*, subject_ids: list[int]) -> int:
 
 
 def model_version_claim(*, model_version_id: int) -> ModelVersion | None:
-    """Mark a queued version as training. None if it is gone or another run already claimed it."""
-    claimed = ModelVersion.objects.filter(id=model_version_id, status=ModelVersion.Status.QUEUED).update(
-        status=ModelVersion.Status.TRAINING, started_at=timezone.now(), progress=0.0
+    """Mark a queued (or orphaned) version as training; None if another run holds it or it is done."""
+    now = timezone.now()
+    claimable = Q(status=ModelVersion.Status.QUEUED) | (
+        Q(status__in=ModelVersion.IN_PROGRESS) & (Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - LEASE))
     )
-    if claimed != 1:  # another delivery of the same task got there first, or it was cancelled
+    claimed = ModelVersion.objects.filter(claimable, id=model_version_id).update(
+        status=ModelVersion.Status.TRAINING, started_at=now, heartbeat_at=now, progress=0.0
+    )
+    if claimed != 1:  # another delivery of the same task got there first, or it has finished
         return None
     return ModelVersion.objects.select_related("workflow").get(id=model_version_id)
 
@@ -111,6 +145,7 @@ def model_version_train(*, model_version: ModelVersion) -> ModelVersion:
     try:
         _train_and_register(model_version)
         model_version_score_pool(model_version=model_version)
+        _activate(model_version)
     except Exception as exc:
         ModelVersion.objects.filter(pk=model_version.pk).update(
             status=ModelVersion.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000]
@@ -122,7 +157,8 @@ def model_version_train(*, model_version: ModelVersion) -> ModelVersion:
 
 
 def _progress(model_version: ModelVersion, value: float) -> None:
-    ModelVersion.objects.filter(pk=model_version.pk).update(progress=round(value, 3))
+    """Progress for the pages, and the heartbeat that keeps the run's lease."""
+    ModelVersion.objects.filter(pk=model_version.pk).update(progress=round(value, 3), heartbeat_at=timezone.now())
 
 
 def _train_and_register(version: ModelVersion) -> None:
@@ -161,14 +197,13 @@ def _train_and_register(version: ModelVersion) -> None:
     version.metrics = result.metrics
     version.backbone = backbone
     version.trained_at = timezone.now()
-    version.status = ModelVersion.Status.READY
+    version.status = ModelVersion.Status.EVALUATING  # scoring the pool; active once priorities are live
     version.save(update_fields=["checkpoint_dir", "sha256", "metrics", "backbone", "trained_at", "status"])
-    _activate(version)
 
 
 @transaction.atomic
 def _activate(version: ModelVersion) -> None:
-    """v0 promotion: the newest trained version replaces the active one."""
+    """v0 promotion: the newest scored version replaces the active one."""
     ModelVersion.objects.filter(workflow=version.workflow, status=ModelVersion.Status.ACTIVE).exclude(
         pk=version.pk
     ).update(status=ModelVersion.Status.RETIRED)

@@ -28,3 +28,9 @@ def train_model_version(model_version_id: int) -> None:
 def embed_subjects(subject_ids: list[int]) -> None:
     """Cache backbone embeddings of new image subjects, so the first training doesn't wait for them."""
     services.embeddings_precompute(subject_ids=subject_ids)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def sweep_training() -> None:
+    """Every few minutes (beat): resend orphaned trainings, catch up triggers a dead broker lost."""
+    services.training_sweep()

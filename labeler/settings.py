@@ -165,6 +165,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Beat's backstop: resend training runs whose worker died or whose message a dead broker lost.
 CELERY_BEAT_SCHEDULE = {
     "training-sweep": {"task": "labeler.learning.tasks.sweep_training", "schedule": 120.0},
+    "skill-reestimate": {"task": "labeler.classifications.tasks.reestimate_skills", "schedule": 6 * 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

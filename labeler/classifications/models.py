@@ -44,6 +44,8 @@ class Consensus(models.Model):
     counts = models.JSONField(default=dict, help_text="{task: [votes per answer]}")
     fractions = models.JSONField(default=dict, help_text="{task: [fraction per answer]}")
     n_classifications = models.PositiveIntegerField(default=0)
+    posterior = models.JSONField(default=dict, help_text="{task: [P(answer) from skill-weighted votes]}")
+    agreement = models.JSONField(default=dict, help_text="{task: 1 - entropy/log K of the vote fractions}")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -54,3 +56,27 @@ class Consensus(models.Model):
 
     def __str__(self) -> str:
         return f"consensus of subject {self.subject_id} ({self.n_classifications} votes)"
+
+
+class VolunteerSkill(models.Model):
+    """One volunteer's evidence on one question: Dawid-Skene confusion counts (K x K).
+
+    Rows are the true answer, columns the given answer. The confusion matrix is these counts
+    plus a Dirichlet prior, normalised (mlcore.consensus). Updated online from gold subjects
+    and confidently retired ones; rewritten by the periodic EM re-estimate.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="skills")
+    volunteer_key = models.CharField(max_length=80)
+    task = models.CharField(max_length=64)
+    counts = models.JSONField(help_text="K x K evidence counts")
+    n_gold = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "volunteer_key", "task"], name="skill_unique_volunteer_task"),
+        ]
+
+    def __str__(self) -> str:
+        return f"skill of {self.volunteer_key} on {self.task}"

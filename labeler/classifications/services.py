@@ -10,6 +10,7 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from labeler.classifications import skill
 from labeler.classifications.models import Classification, Consensus
 from labeler.workflows.models import SubjectState, Workflow
 from mlcore import tasktree
@@ -97,7 +98,7 @@ def _replayed(existing: Classification, workflow: Workflow, subject_id: int, vol
 
 
 def _record(*, workflow: Workflow, subject_id: int, path: list[dict], **fields) -> tuple[Classification, bool]:
-    """Inside a transaction: lock the subject's state, store, count, update consensus, retire.
+    """Inside a transaction: lock the subject's state, store, learn skill, update consensus, retire.
 
     Returns the classification and whether this vote made the subject a training label.
     """
@@ -107,20 +108,40 @@ def _record(*, workflow: Workflow, subject_id: int, path: list[dict], **fields) 
     classification = Classification.objects.create(
         workflow=workflow, workflow_version=workflow.version, subject_id=subject_id, annotation=path, **fields
     )
+    if state.gold_answers:
+        layout = dict(tasktree.label_layout(workflow.task_tree))
+        evidence = skill.gold_evidence(fields["volunteer_key"], path, state.gold_answers, layout)
+        skill.skill_learn(workflow=workflow, evidence=evidence, gold=True)
     consensus = consensus_add_vote(workflow=workflow, subject_id=subject_id, path=path)
     state.classification_count += 1
+    reason = _retirement_reason(workflow, state, consensus)
     fields_to_save = ["classification_count"]
-    if state.status == SubjectState.Status.ACTIVE and state.classification_count >= workflow.retire_after:
+    if reason:
         state.status = SubjectState.Status.RETIRED
         state.retired_at = timezone.now()
-        state.retirement_reason = "classification_count"
+        state.retirement_reason = reason
         fields_to_save += ["status", "retired_at", "retirement_reason"]
+        if reason == "confident_consensus" and not state.gold_answers:
+            evidence = skill.consensus_evidence(workflow, subject_id, consensus.posterior)
+            skill.skill_learn(workflow=workflow, evidence=evidence, gold=False)
     state.save(update_fields=fields_to_save)
     return classification, consensus.n_classifications == workflow.label_min_votes
 
 
+def _retirement_reason(workflow: Workflow, state: SubjectState, consensus: Consensus) -> str:
+    """Why the subject retires now ("" if it stays active)."""
+    if state.status != SubjectState.Status.ACTIVE:
+        return ""
+    root = consensus.posterior.get(workflow.task_tree["first"], [])
+    if state.classification_count >= workflow.retire_min and root and max(root) >= workflow.retire_posterior:
+        return "confident_consensus"
+    if state.classification_count >= workflow.retire_after:
+        return "classification_count"
+    return ""
+
+
 def consensus_add_vote(*, workflow: Workflow, subject_id: int, path: list[dict]) -> Consensus:
-    """Consensus v0: vote counts and fractions per question. Caller holds the state's row lock."""
+    """Vote counts, fractions, agreement and skill-weighted posterior. Caller holds the state's row lock."""
     consensus, _ = Consensus.objects.get_or_create(
         workflow=workflow, subject_id=subject_id, defaults={"counts": tasktree.empty_counts(workflow.task_tree)}
     )
@@ -128,5 +149,7 @@ def consensus_add_vote(*, workflow: Workflow, subject_id: int, path: list[dict])
     consensus.counts = tasktree.add_votes(counts, path)
     consensus.fractions = tasktree.vote_fractions(consensus.counts)
     consensus.n_classifications += 1
-    consensus.save(update_fields=["counts", "fractions", "n_classifications", "updated_at"])
+    consensus.agreement = skill.agreement_of(consensus.counts)
+    consensus.posterior = skill.consensus_posterior(workflow=workflow, subject_id=subject_id)
+    consensus.save(update_fields=["counts", "fractions", "n_classifications", "agreement", "posterior", "updated_at"])
     return consensus

@@ -11,7 +11,7 @@ import numpy as np
 
 from labeler.subjects.models import Project, Subject
 from labeler.subjects.services import NewSubject, project_get_or_create, subjects_create
-from labeler.workflows.models import Workflow
+from labeler.workflows.models import SubjectState, Workflow
 from labeler.workflows.services import workflow_create
 from mlcore import io as fitsio
 from mlcore.simulate import sky, spectra
@@ -32,6 +32,7 @@ class SkyPlan:
     seed: int = 0
     retire_after: int = 5
     train_min_new_labels: int = 40
+    gold_fraction: float = 0.05  # subjects whose truth measures the volunteers' skill
 
 
 def sky_simulate(*, plan: SkyPlan, progress=None) -> Project:
@@ -82,7 +83,7 @@ def _add_images(project: Project, plan: SkyPlan, rng, offset: int, progress) -> 
             )
             name = f"sim-img-{offset + start + i:06d}"
             batch.append(NewSubject(kind=Subject.Kind.IMAGE, external_id=name, data=data, truth=_plain(truth)))
-        subjects_create(project=project, new_subjects=batch)
+        _mark_gold(subjects_create(project=project, new_subjects=batch), plan, rng)
         if progress:
             progress("images", start + n, plan.n_images)
 
@@ -98,9 +99,18 @@ def _add_spectra(project: Project, plan: SkyPlan, rng, offset: int, progress) ->
             )
             name = f"sim-qso-{offset + start + i:06d}"
             batch.append(NewSubject(kind=Subject.Kind.SPECTRUM, external_id=name, data=data, truth=_plain(truth)))
-        subjects_create(project=project, new_subjects=batch)
+        _mark_gold(subjects_create(project=project, new_subjects=batch), plan, rng)
         if progress:
             progress("spectra", start + n, plan.n_spectra)
+
+
+def _mark_gold(subjects: list[Subject], plan: SkyPlan, rng) -> None:
+    """Use the simulation's truth as gold answers on a random share of the new subjects."""
+    chosen = [s for s in subjects if rng.random() < plan.gold_fraction]
+    for state in SubjectState.objects.filter(subject__in=chosen).select_related("subject", "workflow"):
+        answers = SIMULATED_ANSWERS[state.workflow.kind][state.subject.truth["class"]]
+        state.gold_answers = dict(answers)
+        state.save(update_fields=["gold_answers"])
 
 
 def _plain(truth: dict) -> dict:

@@ -26,8 +26,11 @@ class Workflow(models.Model):
     task_tree = models.JSONField(validators=[validate_task_tree])
     version = models.PositiveIntegerField(default=1, help_text="Bumped whenever the task tree changes.")
     active = models.BooleanField(default=True)
-    # Retirement (consensus v0): retire after this many classifications.
+    # Retirement: at most ``retire_after`` classifications; earlier once at least ``retire_min``
+    # votes give the first question a skill-weighted posterior >= ``retire_posterior``.
     retire_after = models.PositiveIntegerField(default=5)
+    retire_min = models.PositiveIntegerField(default=3)
+    retire_posterior = models.FloatField(default=0.95, help_text="1 disables confident early retirement.")
     # Learning loop: train when this many subjects gained a consensus label since the last model.
     train_min_new_labels = models.PositiveIntegerField(default=40)
     label_min_votes = models.PositiveIntegerField(default=3, help_text="Votes before a subject counts as labelled.")
@@ -64,6 +67,9 @@ class SubjectState(models.Model):
     # The model version that wrote ``priority``: a late, older version never overwrites a newer one.
     priority_version = models.ForeignKey(
         "learning.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    gold_answers = models.JSONField(
+        null=True, blank=True, help_text="{task: answer} known for this subject: volunteers' skill is measured on it."
     )
     retired_at = models.DateTimeField(null=True, blank=True)
     retirement_reason = models.CharField(max_length=64, blank=True)

@@ -1,0 +1,156 @@
+"""Volunteer skill and the skill-weighted posterior (Dawid & Skene 1979; SWAP, Marshall+2016).
+
+The arithmetic lives in ``mlcore.consensus``; this module reads and writes the rows. Each
+volunteer has, per question, a K x K count matrix of evidence (rows: true answer, columns:
+given answer). Evidence comes from gold subjects (the true answer is known), from subjects
+retired with a confident posterior (soft evidence) and from the periodic EM re-estimate.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from labeler.classifications.models import Classification, Consensus, VolunteerSkill
+from labeler.workflows.models import SubjectState, Workflow
+from mlcore import consensus as ds
+from mlcore import tasktree
+
+
+def _votes_by_task(workflow: Workflow, subject_id: int) -> dict[str, list[tuple[str, int]]]:
+    rows = Classification.objects.filter(workflow=workflow, subject_id=subject_id).values_list(
+        "volunteer_key", "annotation"
+    )
+    by_task: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for key, path in rows:
+        for step in path:
+            by_task[step["task"]].append((key, step["answer"]))
+    return by_task
+
+
+def _counts_for(workflow: Workflow, keys: set[str]) -> dict[tuple[str, str], np.ndarray]:
+    rows = VolunteerSkill.objects.filter(workflow=workflow, volunteer_key__in=keys).values_list(
+        "volunteer_key", "task", "counts"
+    )
+    return {(key, task): np.asarray(counts, dtype=float) for key, task, counts in rows}
+
+
+def consensus_posterior(*, workflow: Workflow, subject_id: int) -> dict[str, list[float]]:
+    """Skill-weighted posterior per question from every vote on the subject (uniform prior)."""
+    by_task = _votes_by_task(workflow, subject_id)
+    counts = _counts_for(workflow, {key for votes in by_task.values() for key, _ in votes})
+    posterior = {}
+    for task, k in tasktree.label_layout(workflow.task_tree):
+        votes = by_task.get(task)
+        if not votes:
+            continue
+        prior_counts = ds.dirichlet_prior(k)
+        confusions = np.stack(  # (V, K, K)
+            [ds.confusion_from_counts(counts.get((key, task), np.zeros((k, k))), prior_counts) for key, _ in votes]
+        )
+        answers = np.array([answer for _, answer in votes])
+        posterior[task] = [round(float(p), 6) for p in ds.posterior_from_votes(np.full(k, 1 / k), confusions, answers)]
+    return posterior
+
+
+def agreement_of(counts: dict[str, list[int]]) -> dict[str, float]:
+    """1 - normalised entropy of the vote fractions, per question that has votes."""
+    out = {}
+    for task, row in counts.items():
+        if sum(row):
+            out[task] = round(float(ds.agreement(np.asarray([row], dtype=float))[0]), 6)
+    return out
+
+
+def skill_learn(*, workflow: Workflow, evidence: list[tuple[str, str, int, np.ndarray]], gold: bool) -> None:
+    """Add evidence rows ``(volunteer_key, task, given_answer, truth)`` to the volunteers' counts.
+
+    ``truth`` is a one-hot (gold) or a posterior vector (confident consensus). Rows are
+    locked in a fixed order so concurrent updates cannot deadlock.
+    """
+    layout = dict(tasktree.label_layout(workflow.task_tree))
+    for key, task in sorted({(key, task) for key, task, _, _ in evidence}):
+        VolunteerSkill.objects.get_or_create(
+            workflow=workflow, volunteer_key=key, task=task,
+            defaults={"counts": np.zeros((layout[task], layout[task])).tolist()},
+        )
+    rows = {
+        (row.volunteer_key, row.task): row
+        for row in VolunteerSkill.objects.select_for_update()
+        .filter(workflow=workflow, volunteer_key__in={e[0] for e in evidence})
+        .order_by("id")
+    }
+    for key, task, answer, truth in evidence:
+        row = rows[(key, task)]
+        row.counts = ds.confusion_update(np.asarray(row.counts, dtype=float), truth, answer).tolist()
+        row.n_gold += int(gold)
+    VolunteerSkill.objects.bulk_update(list(rows.values()), ["counts", "n_gold"])
+
+
+def gold_evidence(volunteer_key: str, path: list[dict], gold_answers: dict, layout: dict) -> list:
+    """Evidence from a gold subject: the questions on this volunteer's path whose answer is known."""
+    return [
+        (volunteer_key, step["task"], step["answer"], np.eye(layout[step["task"]])[gold_answers[step["task"]]])
+        for step in path
+        if step["task"] in gold_answers
+    ]
+
+
+def consensus_evidence(workflow: Workflow, subject_id: int, posterior: dict[str, list[float]]) -> list:
+    """Soft evidence from a confidently retired subject: every vote against the posterior."""
+    return [
+        (key, task, answer, np.asarray(posterior[task]))
+        for task, votes in _votes_by_task(workflow, subject_id).items()
+        if task in posterior
+        for key, answer in votes
+    ]
+
+
+def skills_reestimate(*, workflow: Workflow) -> dict[str, int]:
+    """Full Dawid-Skene EM per question over every vote (gold clamped): corrects online drift.
+
+    Rewrites every volunteer's counts and every subject's posterior. Returns EM iterations per task.
+    """
+    rows = list(
+        Classification.objects.filter(workflow=workflow).values_list("subject_id", "volunteer_key", "annotation")
+    )
+    gold = dict(
+        SubjectState.objects.filter(workflow=workflow, gold_answers__isnull=False).values_list(
+            "subject_id", "gold_answers"
+        )
+    )
+    subjects = sorted({sid for sid, _, _ in rows})
+    keys = sorted({key for _, key, _ in rows})
+    s_index, v_index = {s: i for i, s in enumerate(subjects)}, {k: i for i, k in enumerate(keys)}
+    posteriors: dict[int, dict[str, list[float]]] = defaultdict(dict)
+    iterations = {}
+    for task, k in tasktree.label_layout(workflow.task_tree):
+        votes = np.array(  # (M, 3): subject, volunteer, answer
+            [(s_index[sid], v_index[key], s["answer"]) for sid, key, path in rows for s in path if s["task"] == task],
+            dtype=int,
+        ).reshape(-1, 3)
+        if not len(votes):
+            continue
+        known = np.array([gold.get(sid, {}).get(task, -1) for sid in subjects])
+        est = ds.skill_em(votes, k, n_subjects=len(subjects), n_volunteers=len(keys), known=known)
+        iterations[task] = est.n_iter
+        _write_counts(workflow, task, keys, est.counts)
+        for i in np.unique(votes[:, 0]):
+            posteriors[subjects[i]][task] = [round(float(p), 6) for p in est.posteriors[i]]
+    for consensus in Consensus.objects.filter(workflow=workflow, subject_id__in=posteriors):
+        consensus.posterior = posteriors[consensus.subject_id]
+        consensus.save(update_fields=["posterior", "updated_at"])
+    return iterations
+
+
+def _write_counts(workflow: Workflow, task: str, keys: list[str], counts: np.ndarray) -> None:
+    """counts: (V, K, K) EM evidence, in ``keys`` order."""
+    existing = {row.volunteer_key: row for row in VolunteerSkill.objects.filter(workflow=workflow, task=task)}
+    new, changed = [], []
+    for key, matrix in zip(keys, counts, strict=True):
+        row = existing.get(key) or VolunteerSkill(workflow=workflow, volunteer_key=key, task=task)
+        row.counts = np.round(matrix, 6).tolist()
+        (changed if row.pk else new).append(row)
+    VolunteerSkill.objects.bulk_create(new, batch_size=1000)
+    VolunteerSkill.objects.bulk_update(changed, ["counts"], batch_size=1000)

@@ -57,6 +57,17 @@ class ClassificationSaved(serializers.Serializer):
     created = serializers.BooleanField()
 
 
+class ExpectedAnswer(serializers.Serializer):
+    question = serializers.CharField()
+    answer = serializers.CharField()
+
+
+class GoldFeedback(serializers.Serializer):
+    correct = serializers.BooleanField()
+    expected = ExpectedAnswer(many=True)
+
+
 class ClassificationOutput(serializers.Serializer):
     classification = ClassificationSaved()
+    feedback = GoldFeedback(allow_null=True, help_text="Only after a gold-standard subject.")
     next = SubjectOutput(allow_null=True)

@@ -67,6 +67,7 @@ class ClassificationCreateApi(APIView):
                 "client_uuid": result.classification.client_uuid,
                 "created": result.created,
             },
+            "feedback": result.feedback,
             "next": following,
         }
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK

@@ -30,6 +30,7 @@ class ClassificationError(Exception):
 class SubmitResult:
     classification: Classification
     created: bool
+    feedback: dict | None = None  # on gold subjects: was the volunteer right, and the expected answers
 
 
 def classification_submit(
@@ -54,7 +55,7 @@ def classification_submit(
         raise ClassificationError(f"annotation does not fit the workflow's questions: {exc}", "bad_annotation") from exc
     try:
         with transaction.atomic():
-            classification, crossed = _record(
+            classification, crossed, gold = _record(
                 workflow=workflow,
                 subject_id=subject_id,
                 volunteer_key=volunteer_key,
@@ -73,7 +74,23 @@ def classification_submit(
         raise ClassificationError("you have already classified this subject", "duplicate") from None
     if crossed:
         _maybe_train(workflow)
-    return SubmitResult(classification=classification, created=True)
+    return SubmitResult(classification=classification, created=True, feedback=gold_feedback(workflow, path, gold))
+
+
+def gold_feedback(workflow: Workflow, path: list[dict], gold_answers: dict | None) -> dict | None:
+    """What to tell a volunteer after a gold subject (Zooniverse-style feedback), else None."""
+    if not gold_answers:
+        return None
+    tasks = workflow.task_tree["tasks"]
+    checked = [step for step in path if step["task"] in gold_answers]
+    return {
+        "correct": all(step["answer"] == gold_answers[step["task"]] for step in checked),
+        "expected": [
+            {"question": tasks[key]["question"], "answer": tasks[key]["answers"][answer]["label"]}
+            for key, answer in gold_answers.items()
+            if key in tasks
+        ],
+    }
 
 
 def _maybe_train(workflow: Workflow) -> None:
@@ -97,10 +114,13 @@ def _replayed(existing: Classification, workflow: Workflow, subject_id: int, vol
     return SubmitResult(classification=existing, created=False)
 
 
-def _record(*, workflow: Workflow, subject_id: int, path: list[dict], **fields) -> tuple[Classification, bool]:
+def _record(
+    *, workflow: Workflow, subject_id: int, path: list[dict], **fields
+) -> tuple[Classification, bool, dict | None]:
     """Inside a transaction: lock the subject's state, store, learn skill, update consensus, retire.
 
-    Returns the classification and whether this vote made the subject a training label.
+    Returns the classification, whether this vote made the subject a training label, and
+    the subject's gold answers (None unless it is gold).
     """
     state = SubjectState.objects.select_for_update().filter(workflow=workflow, subject_id=subject_id).first()
     if state is None:
@@ -125,7 +145,7 @@ def _record(*, workflow: Workflow, subject_id: int, path: list[dict], **fields) 
             evidence = skill.consensus_evidence(workflow, subject_id, consensus.posterior)
             skill.skill_learn(workflow=workflow, evidence=evidence, gold=False)
     state.save(update_fields=fields_to_save)
-    return classification, consensus.n_classifications == workflow.label_min_votes
+    return classification, consensus.n_classifications == workflow.label_min_votes, state.gold_answers
 
 
 def _retirement_reason(workflow: Workflow, state: SubjectState, consensus: Consensus) -> str:

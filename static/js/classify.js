@@ -75,7 +75,7 @@ async function submit() {
     const reply = await postWithRetry(body);
     done += 1;
     el("done-count").textContent = done;
-    el("status").textContent = "Saved. Thank you!";
+    el("status").textContent = feedbackText(reply.feedback);
     showSubject(reply.next);
   } catch (err) {
     el("status").textContent = `Could not save: ${err.message}. Your answers are kept; press an answer to retry.`;
@@ -84,6 +84,13 @@ async function submit() {
   } finally {
     busy = false;
   }
+}
+
+function feedbackText(feedback) {
+  if (!feedback) return "Saved. Thank you!";
+  if (feedback.correct) return "Saved. That one was a known object, and you got it right!";
+  const expected = feedback.expected.map((e) => e.answer).join(" → ");
+  return `Saved. That one was a known object: experts say ${expected}.`;
 }
 
 async function postWithRetry(body, attempts = 3) {

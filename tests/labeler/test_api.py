@@ -92,3 +92,18 @@ def test_the_openapi_schema_and_docs_are_served(api, db):
     assert "/api/classifications/" in schema.json()["paths"]
     docs = api.get(reverse("api-docs"))
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_a_gold_subject_answers_with_feedback_and_others_without(api, spectrum_workflow):
+    from labeler.workflows.models import SubjectState
+
+    gold, plain = SubjectState.objects.filter(workflow=spectrum_workflow).order_by("id")[:2]
+    gold.gold_answers = {"T0": 0}
+    gold.save()
+    plain.gold_answers = None
+    plain.save()
+    wrong = post_classification(api, spectrum_workflow, gold.subject_id, [{"task": "T0", "answer": 1}]).json()
+    assert wrong["feedback"]["correct"] is False
+    assert wrong["feedback"]["expected"][0]["answer"].lower().startswith("yes")
+    right = post_classification(api, spectrum_workflow, plain.subject_id, [{"task": "T0", "answer": 1}]).json()
+    assert right["feedback"] is None

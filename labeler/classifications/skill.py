@@ -50,8 +50,36 @@ def consensus_posterior(*, workflow: Workflow, subject_id: int) -> dict[str, lis
             [ds.confusion_from_counts(counts.get((key, task), np.zeros((k, k))), prior_counts) for key, _ in votes]
         )
         answers = np.array([answer for _, answer in votes])
-        posterior[task] = [round(float(p), 6) for p in ds.posterior_from_votes(np.full(k, 1 / k), confusions, answers)]
+        p = ds.posterior_from_votes(np.full(k, 1 / k), confusions, answers)  # (K,)
+        if task == workflow.task_tree["first"]:
+            p = _with_model_agent(workflow, subject_id, task, p)
+        posterior[task] = [round(float(x), 6) for x in p]
     return posterior
+
+
+def _with_model_agent(workflow: Workflow, subject_id: int, task: str, posterior: np.ndarray) -> np.ndarray:
+    """Add the active model as one more voter with its measured confusion (Raykar+2010).
+
+    Only for subjects the model was not trained on: otherwise it would echo these very votes.
+    """
+    from labeler.learning.models import ModelVersion, Prediction
+
+    prediction = (
+        Prediction.objects.filter(
+            subject_id=subject_id,
+            in_training=False,
+            model_version__workflow=workflow,
+            model_version__status=ModelVersion.Status.ACTIVE,
+            model_version__agent_confusion__isnull=False,
+        )
+        .select_related("model_version")
+        .first()
+    )
+    if prediction is None or task not in prediction.probabilities:
+        return posterior
+    probs = np.asarray([prediction.probabilities[task]])  # (1, K)
+    confusion = np.asarray(prediction.model_version.agent_confusion)  # (K, K * bins)
+    return ds.posterior_with_agent(posterior, confusion, ds.model_answers(probs))[0]
 
 
 def agreement_of(counts: dict[str, list[int]]) -> dict[str, float]:

@@ -28,6 +28,9 @@ class ModelVersion(models.Model):
     checkpoint_dir = models.CharField(max_length=400, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    agent_confusion = models.JSONField(
+        null=True, blank=True, help_text="First question: K x (K*bins) confusion measured on held-out labels."
+    )
     progress = models.FloatField(default=0.0, help_text="0..1 while training and scoring")
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of its training run.")
     error = models.TextField(blank=True)
@@ -54,6 +57,7 @@ class Prediction(models.Model):
     entropy = models.FloatField(help_text="Predictive entropy of the root question (nats).")
     bald = models.FloatField(help_text="BALD mutual information summed over questions (nats).")
     score = models.FloatField(help_text="Acquisition score used for the priority.")
+    in_training = models.BooleanField(default=False, help_text="The model was trained on this subject's votes.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -7,6 +7,7 @@ a Celery worker (``labeler.learning.tasks``) on the ``gpu`` queue.
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from labeler.learning.models import ModelVersion, Prediction
 from labeler.subjects.models import Subject
 from labeler.workflows.models import SubjectState, Workflow
 from mlcore import acquisition, checkpoints, tasktree
+from mlcore.consensus import model_confusion
 from mlcore.predict import mc_dropout_probs, question_slice
-from mlcore.train import TrainConfig, fit
+from mlcore.train import TrainConfig, fit, split_indices
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)  # a run silent this long is orphaned: its task is sent again
@@ -143,8 +145,8 @@ def model_version_claim(*, model_version_id: int) -> ModelVersion | None:
 def model_version_train(*, model_version: ModelVersion) -> ModelVersion:
     """Train, register and activate one version, then score the active pool with it."""
     try:
-        _train_and_register(model_version)
-        model_version_score_pool(model_version=model_version)
+        trained_on = _train_and_register(model_version)
+        model_version_score_pool(model_version=model_version, trained_on=trained_on)
         _activate(model_version)
     except Exception as exc:
         ModelVersion.objects.filter(pk=model_version.pk).update(
@@ -161,7 +163,8 @@ def _progress(model_version: ModelVersion, value: float) -> None:
     ModelVersion.objects.filter(pk=model_version.pk).update(progress=round(value, 3), heartbeat_at=timezone.now())
 
 
-def _train_and_register(version: ModelVersion) -> None:
+def _train_and_register(version: ModelVersion) -> set[int]:
+    """Fit, save the checkpoint, measure the model as an agent; returns the training subjects."""
     workflow = version.workflow
     layout = tasktree.label_layout(workflow.task_tree)
     subject_ids, counts = datasets.labelled_counts(workflow, layout)
@@ -196,9 +199,25 @@ def _train_and_register(version: ModelVersion) -> None:
     version.sha256 = meta["sha256"]
     version.metrics = result.metrics
     version.backbone = backbone
+    version.agent_confusion = _agent_confusion(result.model, X, counts, layout, workflow, config).tolist()
     version.trained_at = timezone.now()
     version.status = ModelVersion.Status.EVALUATING  # scoring the pool; active once priorities are live
-    version.save(update_fields=["checkpoint_dir", "sha256", "metrics", "backbone", "trained_at", "status"])
+    version.save(
+        update_fields=["checkpoint_dir", "sha256", "metrics", "agent_confusion", "backbone", "trained_at", "status"]
+    )
+    return set(subject_ids)
+
+
+def _agent_confusion(model, X, counts, layout, workflow: Workflow, config: TrainConfig) -> np.ndarray:
+    """The model's confusion on the first question, on the held-out split, against the crowd's majority.
+
+    The crowd's majority is the only truth there is in production; it is noisy on faint
+    objects, so this under-rates the model there (the safe side for retirement).
+    """
+    _, val_idx = split_indices(len(X), config.val_fraction, config.seed)  # the split fit() held out
+    root = question_slice(layout, workflow.task_tree["first"])
+    probs = mc_dropout_probs(model, X[val_idx], layout, n_samples=workflow.mc_samples).mean(axis=2)[:, root]
+    return model_confusion(probs, counts[val_idx][:, root].argmax(axis=1))
 
 
 @transaction.atomic
@@ -211,7 +230,9 @@ def _activate(version: ModelVersion) -> None:
     version.save(update_fields=["status"])
 
 
-def model_version_score_pool(*, model_version: ModelVersion, batch: int = 2048) -> int:
+def model_version_score_pool(
+    *, model_version: ModelVersion, trained_on: AbstractSet[int] = frozenset(), batch: int = 2048
+) -> int:
     """Predict every active subject with MC dropout and replace their priorities.
 
     Priorities are written only where no newer version has already written them, so a late
@@ -230,13 +251,13 @@ def model_version_score_pool(*, model_version: ModelVersion, batch: int = 2048) 
         chunk = subject_ids[start : start + batch]
         X, _ = datasets.features(workflow, chunk)
         probs = mc_dropout_probs(model, X, layout, n_samples=workflow.mc_samples, seed=model_version.number)
-        _store_scores(model_version, workflow, layout, root, chunk, probs)
+        _store_scores(model_version, workflow, layout, root, chunk, probs, trained_on)
         _progress(model_version, 0.7 + 0.3 * min(1.0, (start + len(chunk)) / max(1, len(subject_ids))))
     ModelVersion.objects.filter(pk=model_version.pk).update(scored_at=timezone.now(), progress=1.0)
     return len(subject_ids)
 
 
-def _store_scores(version, workflow, layout, root, subject_ids, probs) -> None:
+def _store_scores(version, workflow, layout, root, subject_ids, probs, trained_on) -> None:
     """probs: (N, A, S) MC-dropout probabilities for ``subject_ids``."""
     root_probs = probs[:, question_slice(layout, root), :]  # (N, C_root, S)
     entropy = acquisition.predictive_entropy(root_probs)
@@ -254,6 +275,7 @@ def _store_scores(version, workflow, layout, root, subject_ids, probs) -> None:
                     entropy=float(entropy[i]),
                     bald=float(bald[i]),
                     score=float(score[i]),
+                    in_training=sid in trained_on,
                 )
                 for i, sid in enumerate(subject_ids)
             ],

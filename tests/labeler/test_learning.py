@@ -130,3 +130,17 @@ def test_precomputed_embeddings_are_cached_once_per_subject(image_workflow):
     assert services.embeddings_precompute(subject_ids=ids + [10**9]) == 4
     assert services.embeddings_precompute(subject_ids=ids) == 4
     assert SubjectEmbedding.objects.filter(subject_id__in=ids).count() == 4
+
+
+def test_training_measures_the_model_as_an_agent_and_flags_its_training_subjects(trainable):
+    labelled = label_subjects(trainable, 12)
+    version = services.model_version_claim(model_version_id=ModelVersion.objects.get().id)
+    services.model_version_train(model_version=version)
+    version.refresh_from_db()
+    confusion = np.asarray(version.agent_confusion)
+    assert confusion.shape == (3, 12) and np.allclose(confusion.sum(axis=1), 1.0)
+    flagged = set(
+        Prediction.objects.filter(model_version=version, in_training=True).values_list("subject_id", flat=True)
+    )
+    active = set(SubjectState.objects.filter(workflow=trainable, status="active").values_list("subject_id", flat=True))
+    assert flagged == {s.subject_id for s in labelled} & active

@@ -77,3 +77,25 @@ def test_the_em_reestimate_finds_the_spammer_and_keeps_the_truth(workflow):
     for i, state in enumerate(states):
         posterior = Consensus.objects.get(subject_id=state.subject_id).posterior["T0"]
         assert int(np.argmax(posterior)) == (0 if i % 2 else 2)
+
+
+def test_a_reliable_model_counts_as_one_more_voter_but_never_on_its_own_training_subjects(workflow):
+    from labeler.learning.models import ModelVersion, Prediction
+
+    confident_star = 2 * 4 + 3  # answer "star" in the most confident of 4 bins (mlcore.consensus.model_answers)
+    confusion = np.full((3, 12), 0.01)
+    confusion[2, confident_star] = 0.89  # when it says "confident star", it is a star 89% of the time
+    confusion /= confusion.sum(axis=1, keepdims=True)
+    version = ModelVersion.objects.create(
+        workflow=workflow, number=1, kind="question_head", status="active", agent_confusion=confusion.tolist()
+    )
+    seen, unseen = SubjectState.objects.filter(workflow=workflow).order_by("id")[:2]
+    probs = {"T0": [0.02, 0.03, 0.95], "T1": [1 / 3] * 3, "T2": [0.5, 0.5], "T3": [0.5, 0.5], "T4": [0.5, 0.5]}
+    for state, in_training in ((seen, True), (unseen, False)):
+        Prediction.objects.create(model_version=version, subject_id=state.subject_id, probabilities=probs,
+                                  entropy=0.2, bald=0.1, score=0.1, in_training=in_training)
+        submit(workflow, state, "a:stranger", STAR)
+    with_model = Consensus.objects.get(subject_id=unseen.subject_id).posterior["T0"]
+    without = Consensus.objects.get(subject_id=seen.subject_id).posterior["T0"]
+    assert without[2] == pytest.approx(0.5)  # the stranger alone
+    assert with_model[2] == pytest.approx(0.5 * 0.89 / (0.5 * 0.89 + 0.5 / 12), rel=1e-3)

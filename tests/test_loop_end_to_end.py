@@ -68,6 +68,7 @@ def test_volunteers_over_http_train_a_model_whose_priorities_decide_what_is_serv
     workflow = project.workflows.get(kind="image")
     workflow.label_min_votes = 2
     workflow.random_share = 0.0
+    workflow.gold_share_start = 0.0  # only the model's priorities decide what is served
     workflow.save()
 
     rng = np.random.default_rng(7)

@@ -71,3 +71,8 @@ class ClassificationOutput(serializers.Serializer):
     classification = ClassificationSaved()
     feedback = GoldFeedback(allow_null=True, help_text="Only after a gold-standard subject.")
     next = SubjectOutput(allow_null=True)
+
+
+class ProgressOutput(serializers.Serializer):
+    classified = serializers.IntegerField()
+    gold_seen = serializers.IntegerField()

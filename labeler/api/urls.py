@@ -7,6 +7,7 @@ urlpatterns = [
     path("workflows/", views.WorkflowListApi.as_view(), name="api-workflows"),
     path("workflows/<int:workflow_id>/", views.WorkflowDetailApi.as_view(), name="api-workflow"),
     path("workflows/<int:workflow_id>/next/", views.SubjectNextApi.as_view(), name="api-next"),
+    path("workflows/<int:workflow_id>/me/", views.VolunteerProgressApi.as_view(), name="api-progress"),
     path("classifications/", views.ClassificationCreateApi.as_view(), name="api-classifications"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from labeler.api import serializers as s
 from labeler.api.volunteers import volunteer_key_for
-from labeler.classifications.selectors import subject_next_for
+from labeler.classifications.selectors import subject_next_for, volunteer_progress
 from labeler.classifications.services import classification_submit
 from labeler.workflows.models import Workflow
 
@@ -72,3 +72,10 @@ class ClassificationCreateApi(APIView):
         }
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         return Response(s.ClassificationOutput(body).data, status=code)
+
+
+class VolunteerProgressApi(APIView):
+    @extend_schema(responses=s.ProgressOutput, summary="The requesting volunteer's own progress (nobody else's)")
+    def get(self, request, workflow_id: int):
+        workflow = _active_workflow(workflow_id)
+        return Response(volunteer_progress(workflow=workflow, volunteer_key=volunteer_key_for(request)))

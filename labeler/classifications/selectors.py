@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import random
 
-from labeler.classifications.models import Classification
+import numpy as np
+from django.db.models import Count
+
+from labeler.classifications.models import Classification, VolunteerSkill
 from labeler.subjects.models import Subject
 from labeler.workflows.models import SubjectState, Workflow
+from mlcore import consensus as ds
 
 # Choose at random among this many: with one shared queue, concurrent volunteers would
 # otherwise all get the same few subjects and over-classify them past retirement.
@@ -18,17 +22,23 @@ def subject_next_for(
 ) -> Subject | None:
     """The next active subject this volunteer has not classified, or None when none is left.
 
-    With probability ``workflow.random_share`` a random unseen subject; otherwise one of the
+    First, with a probability that tapers as the volunteer gains experience, an unseen gold
+    subject (to measure their skill). Then, with probability ``workflow.random_share``, a
+    random unseen subject; otherwise one of the
     ``TOP_FEW`` highest priorities (acquisition scores of the active model, or a random
     cold-start order before the first model).
     """
     rng = rng or random.Random()
-    seen = Classification.objects.filter(workflow=workflow, volunteer_key=volunteer_key).values("subject_id")
+    seen = Classification.objects.filter(workflow=workflow, volunteer_key=volunteer_key)
     pool = (
         SubjectState.objects.filter(workflow=workflow, status=SubjectState.Status.ACTIVE)
-        .exclude(subject_id__in=seen)
+        .exclude(subject_id__in=seen.values("subject_id"))
         .exclude(subject_id__in=exclude)
     )
+    if workflow.gold_share_start > 0 and rng.random() < gold_share(workflow, seen.count()):
+        gold = list(pool.filter(gold_answers__isnull=False).order_by("?").values_list("subject_id", flat=True)[:1])
+        if gold:
+            return Subject.objects.get(pk=gold[0])
     if rng.random() < workflow.random_share:
         candidates = list(pool.order_by("?").values_list("subject_id", flat=True)[:1])
     else:
@@ -38,6 +48,12 @@ def subject_next_for(
     return Subject.objects.get(pk=rng.choice(candidates))
 
 
+def gold_share(workflow: Workflow, n_done: int) -> float:
+    """Probability that a volunteer's next subject is gold, after ``n_done`` classifications."""
+    tapered = workflow.gold_share_start * 0.5 ** (n_done / max(1, workflow.gold_half_life))
+    return max(workflow.gold_share_floor, tapered)
+
+
 def subject_queue_top(*, workflow: Workflow, limit: int = 10) -> list[SubjectState]:
     """The head of a workflow's queue, highest priority first (for pages and tests)."""
     return list(
@@ -45,3 +61,38 @@ def subject_queue_top(*, workflow: Workflow, limit: int = 10) -> list[SubjectSta
         .select_related("subject")
         .order_by("-priority", "id")[:limit]
     )
+
+
+def volunteer_skills(*, workflow: Workflow) -> list[dict]:
+    """Every volunteer's first-question skill: counts, confusion matrix, kappa, gold seen."""
+    root = workflow.task_tree["first"]
+    k = len(workflow.task_tree["tasks"][root]["answers"])
+    counts = dict(
+        Classification.objects.filter(workflow=workflow)
+        .values("volunteer_key")
+        .annotate(n=Count("id"))
+        .values_list("volunteer_key", "n")
+    )
+    skills = {s.volunteer_key: s for s in VolunteerSkill.objects.filter(workflow=workflow, task=root)}
+    rows = []
+    for key, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        evidence = np.asarray(skills[key].counts) if key in skills else np.zeros((k, k))
+        confusion = ds.confusion_from_counts(evidence, ds.dirichlet_prior(k))  # (K, K)
+        rows.append({
+            "volunteer": key,
+            "classifications": n,
+            "gold": skills[key].n_gold if key in skills else 0,
+            "kappa": float(ds.skill_score(confusion[None], np.full(k, 1 / k))[0]),
+            "confusion": confusion.round(2).tolist(),
+        })
+    return rows
+
+
+def volunteer_progress(*, workflow: Workflow, volunteer_key: str) -> dict:
+    """What a volunteer may see of themselves: how much they did, how many gold subjects."""
+    root = workflow.task_tree["first"]
+    skill = VolunteerSkill.objects.filter(workflow=workflow, volunteer_key=volunteer_key, task=root).first()
+    return {
+        "classified": Classification.objects.filter(workflow=workflow, volunteer_key=volunteer_key).count(),
+        "gold_seen": skill.n_gold if skill else 0,
+    }

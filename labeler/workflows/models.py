@@ -36,6 +36,11 @@ class Workflow(models.Model):
     label_min_votes = models.PositiveIntegerField(default=3, help_text="Votes before a subject counts as labelled.")
     mc_samples = models.PositiveIntegerField(default=15)
     random_share = models.FloatField(default=0.2, help_text="Share of subjects served at random.")
+    # Gold-standard injection: a new volunteer's next subject is gold with this probability,
+    # halving every ``gold_half_life`` classifications down to ``gold_share_floor``.
+    gold_share_start = models.FloatField(default=0.5)
+    gold_share_floor = models.FloatField(default=0.02)
+    gold_half_life = models.PositiveIntegerField(default=10)
     acquisition = models.CharField(max_length=16, default="bald", choices=[("bald", "BALD"), ("entropy", "Entropy")])
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -117,8 +117,13 @@ async function postWithRetry(body, attempts = 3) {
 }
 
 async function loadNext() {
-  const res = await fetch(root.dataset.nextUrl);
-  showSubject((await res.json()).subject);
+  const [next, progress] = await Promise.all([
+    fetch(root.dataset.nextUrl).then((r) => r.json()),
+    fetch(root.dataset.progressUrl).then((r) => r.json()),
+  ]);
+  done = progress.classified;
+  el("done-count").textContent = done;
+  showSubject(next.subject);
 }
 
 el("back").addEventListener("click", () => { path.pop(); showTask(); });

@@ -41,7 +41,7 @@ def test_a_volunteer_classifies_two_galaxies_with_clicks_and_hotkeys(live_server
     page.keyboard.press("2")  # not edge-on -> anything odd?
     page.keyboard.press("2")  # no -> tree ends -> submit
     page.wait_for_function(f"document.getElementById('subject-image').getAttribute('src') !== {first!r}")
-    assert page.text_content("#done-count") == "1"
+    page.wait_for_function("document.getElementById('done-count').textContent === '1'")
 
     saved = Classification.objects.get()
     assert [step["answer"] for step in saved.annotation] == [1, 1, 1]

@@ -100,6 +100,7 @@ def test_it_never_serves_a_seen_or_retired_subject(image_workflow):
 
 def test_it_serves_the_highest_priorities_when_there_is_no_random_share(image_workflow):
     image_workflow.random_share = 0.0
+    image_workflow.gold_share_start = 0.0  # no gold injection: only priorities decide
     image_workflow.save()
     states = list(SubjectState.objects.filter(workflow=image_workflow).order_by("id"))
     for i, state in enumerate(states):
@@ -115,3 +116,19 @@ def test_it_rejects_a_subject_outside_the_workflow(image_workflow, spectrum_work
     with pytest.raises(ClassificationError) as err:
         submit(image_workflow, spectrum_subject, "a:1")
     assert err.value.code == "unknown_subject"
+
+
+def test_new_volunteers_get_gold_often_and_experienced_ones_rarely(image_workflow):
+    import random
+
+    from labeler.classifications.selectors import gold_share
+
+    gold_ids = set(SubjectState.objects.filter(workflow=image_workflow)[:3].values_list("subject_id", flat=True))
+    SubjectState.objects.filter(subject_id__in=gold_ids).update(gold_answers={"T0": 0})
+    SubjectState.objects.exclude(subject_id__in=gold_ids).update(gold_answers=None)
+    rng = random.Random(3)
+    served = [subject_next_for(workflow=image_workflow, volunteer_key=f"a:new{i}", rng=rng).id for i in range(200)]
+    assert 0.35 < sum(s in gold_ids for s in served) / 200 < 0.65
+    assert gold_share(image_workflow, 0) == 0.5
+    assert gold_share(image_workflow, 10) == 0.25
+    assert gold_share(image_workflow, 1000) == image_workflow.gold_share_floor

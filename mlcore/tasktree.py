@@ -8,7 +8,8 @@ A tree is plain JSON::
                                   {"label": "Star or artefact", "next": null}]},
                "T1": {...}}}
 
-An annotation is the path a volunteer took: ``[{"task": "T0", "answer": 0}, ...]``.
+An answer may carry ``"blank": true`` ("nothing here"): unanimous blank votes retire a
+subject early. An annotation is the path a volunteer took: ``[{"task": "T0", "answer": 0}, ...]``.
 Vote counts are ``{task: [count per answer]}``. The label layout (question order and
 answer counts) is what models are trained on; it follows the order of ``tasks``.
 """
@@ -55,6 +56,8 @@ def _validate_task(key: str, task: object, tasks: Mapping) -> None:
     for i, answer in enumerate(answers):
         if not isinstance(answer, Mapping) or not isinstance(answer.get("label"), str):
             raise TaskTreeError(f"answer {i} of task {key!r} needs a 'label' string")
+        if not isinstance(answer.get("blank", False), bool):
+            raise TaskTreeError(f"answer {i} of task {key!r}: 'blank' must be true or false")
         nxt = answer.get("next")
         if nxt is not None and nxt not in tasks:
             raise TaskTreeError(f"answer {i} of task {key!r} points to unknown task {nxt!r}")

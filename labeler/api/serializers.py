@@ -49,6 +49,7 @@ class ClassificationInput(serializers.Serializer):
     annotation = serializers.JSONField()
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     duration_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=86_400_000)
+    flagged = serializers.BooleanField(required=False, default=False, help_text="Something is wrong with it.")
 
 
 class ClassificationSaved(serializers.Serializer):

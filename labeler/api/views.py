@@ -59,6 +59,7 @@ class ClassificationCreateApi(APIView):
             started_at=data.validated_data.get("started_at"),
             duration_ms=data.validated_data.get("duration_ms"),
             user_agent=request.headers.get("User-Agent", ""),
+            flagged=data.validated_data["flagged"],
         )
         following = subject_next_for(workflow=workflow, volunteer_key=volunteer_key)
         body = {

@@ -19,6 +19,7 @@ class Classification(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     volunteer_key = models.CharField(max_length=80)
     annotation = models.JSONField()
+    flagged = models.BooleanField(default=False, help_text="The volunteer flagged the subject for review.")
     started_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     user_agent = models.CharField(max_length=400, blank=True)

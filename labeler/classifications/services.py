@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from labeler.classifications import skill
 from labeler.classifications.models import Classification, Consensus
+from labeler.classifications.retirement import FOR_REVIEW, retirement_reason
 from labeler.workflows.models import SubjectState, Workflow
 from mlcore import tasktree
 
@@ -44,6 +45,7 @@ def classification_submit(
     started_at: datetime | None = None,
     duration_ms: int | None = None,
     user_agent: str = "",
+    flagged: bool = False,
 ) -> SubmitResult:
     """Record one volunteer's answers. Resubmitting the same ``client_uuid`` is a no-op."""
     existing = Classification.objects.filter(client_uuid=client_uuid).first()
@@ -65,6 +67,7 @@ def classification_submit(
                 started_at=started_at,
                 duration_ms=duration_ms,
                 user_agent=user_agent[:400],
+                flagged=flagged,
             )
     except IntegrityError:
         # Another request with this UUID won the race, or this volunteer already answered.
@@ -134,30 +137,20 @@ def _record(
         skill.skill_learn(workflow=workflow, evidence=evidence, gold=True)
     consensus = consensus_add_vote(workflow=workflow, subject_id=subject_id, path=path)
     state.classification_count += 1
-    reason = _retirement_reason(workflow, state, consensus)
-    fields_to_save = ["classification_count"]
+    state.flag_count += int(fields.get("flagged", False))
+    reason = retirement_reason(workflow=workflow, state=state, consensus=consensus)
+    fields_to_save = ["classification_count", "flag_count"]
     if reason:
         state.status = SubjectState.Status.RETIRED
         state.retired_at = timezone.now()
         state.retirement_reason = reason
-        fields_to_save += ["status", "retired_at", "retirement_reason"]
+        state.needs_review = reason in FOR_REVIEW
+        fields_to_save += ["status", "retired_at", "retirement_reason", "needs_review"]
         if reason == "confident_consensus" and not state.gold_answers:
             evidence = skill.consensus_evidence(workflow, subject_id, consensus.posterior)
             skill.skill_learn(workflow=workflow, evidence=evidence, gold=False)
     state.save(update_fields=fields_to_save)
     return classification, consensus.n_classifications == workflow.label_min_votes, state.gold_answers
-
-
-def _retirement_reason(workflow: Workflow, state: SubjectState, consensus: Consensus) -> str:
-    """Why the subject retires now ("" if it stays active)."""
-    if state.status != SubjectState.Status.ACTIVE:
-        return ""
-    root = consensus.posterior.get(workflow.task_tree["first"], [])
-    if state.classification_count >= workflow.retire_min and root and max(root) >= workflow.retire_posterior:
-        return "confident_consensus"
-    if state.classification_count >= workflow.retire_after:
-        return "classification_count"
-    return ""
 
 
 def consensus_add_vote(*, workflow: Workflow, subject_id: int, path: list[dict]) -> Consensus:

@@ -57,14 +57,14 @@ def consensus_posterior(*, workflow: Workflow, subject_id: int) -> dict[str, lis
     return posterior
 
 
-def _with_model_agent(workflow: Workflow, subject_id: int, task: str, posterior: np.ndarray) -> np.ndarray:
-    """Add the active model as one more voter with its measured confusion (Raykar+2010).
+def active_prediction(workflow: Workflow, subject_id: int):
+    """The active model's prediction for a subject it was not trained on (else None).
 
-    Only for subjects the model was not trained on: otherwise it would echo these very votes.
+    A model's view of its own training subjects would only echo their votes.
     """
     from labeler.learning.models import ModelVersion, Prediction
 
-    prediction = (
+    return (
         Prediction.objects.filter(
             subject_id=subject_id,
             in_training=False,
@@ -75,6 +75,11 @@ def _with_model_agent(workflow: Workflow, subject_id: int, task: str, posterior:
         .select_related("model_version")
         .first()
     )
+
+
+def _with_model_agent(workflow: Workflow, subject_id: int, task: str, posterior: np.ndarray) -> np.ndarray:
+    """Add the active model as one more voter with its measured confusion (Raykar+2010)."""
+    prediction = active_prediction(workflow, subject_id)
     if prediction is None or task not in prediction.probabilities:
         return posterior
     probs = np.asarray([prediction.probabilities[task]])  # (1, K)

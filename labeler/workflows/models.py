@@ -31,6 +31,13 @@ class Workflow(models.Model):
     retire_after = models.PositiveIntegerField(default=5)
     retire_min = models.PositiveIntegerField(default=3)
     retire_posterior = models.FloatField(default=0.95, help_text="1 disables confident early retirement.")
+    retire_flags = models.PositiveIntegerField(default=3, help_text="Flags that send a subject to review (0: off).")
+    retire_blank_after = models.PositiveIntegerField(
+        default=3, help_text="Retire as blank when this many first votes all chose a 'blank' answer (0: off)."
+    )
+    # Model-crowd disagreement: a confident model that disagrees asks for more votes, then for an expert.
+    review_model_confidence = models.FloatField(default=0.9)
+    review_extra_votes = models.PositiveIntegerField(default=5)
     # Learning loop: train when this many subjects gained a consensus label since the last model.
     train_min_new_labels = models.PositiveIntegerField(default=40)
     label_min_votes = models.PositiveIntegerField(default=3, help_text="Votes before a subject counts as labelled.")
@@ -75,6 +82,10 @@ class SubjectState(models.Model):
     )
     gold_answers = models.JSONField(
         null=True, blank=True, help_text="{task: answer} known for this subject: volunteers' skill is measured on it."
+    )
+    flag_count = models.PositiveIntegerField(default=0)
+    needs_review = models.BooleanField(
+        default=False, help_text="Retired for an expert: flagged, or model and crowd disagree."
     )
     retired_at = models.DateTimeField(null=True, blank=True)
     retirement_reason = models.CharField(max_length=64, blank=True)

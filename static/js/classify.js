@@ -70,11 +70,13 @@ async function submit() {
     annotation: path,
     started_at: startedAt.toISOString(),
     duration_ms: Date.now() - startedAt.getTime(),
+    flagged: el("flag").checked,
   };
   try {
     const reply = await postWithRetry(body);
     done += 1;
     el("done-count").textContent = done;
+    el("flag").checked = false;
     el("status").textContent = feedbackText(reply.feedback);
     showSubject(reply.next);
   } catch (err) {

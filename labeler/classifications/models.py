@@ -38,7 +38,7 @@ class Classification(models.Model):
 
 
 class Consensus(models.Model):
-    """Vote counts and fractions per question for a subject in a workflow (consensus v0)."""
+    """A subject's consensus in a workflow: votes, fractions, agreement and skill-weighted posterior."""
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="consensus")
     subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="consensus")

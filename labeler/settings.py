@@ -32,19 +32,6 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no)")
 
 
-def env_int(name: str, default: int, minimum: int | None = None) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
-    if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name}={value} must be >= {minimum}")
-    return value
-
-
 DEBUG = env_bool("SKYLOOP_DEBUG", True)
 SECRET_KEY = env_str("SKYLOOP_SECRET_KEY", "")
 if not SECRET_KEY:

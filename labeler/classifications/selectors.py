@@ -35,7 +35,8 @@ def subject_next_for(
         .exclude(subject_id__in=seen.values("subject_id"))
         .exclude(subject_id__in=exclude)
     )
-    if workflow.gold_share_start > 0 and rng.random() < gold_share(workflow, seen.count()):
+    draw = rng.random()  # gold_share never exceeds gold_share_start: count only when it can matter
+    if draw < workflow.gold_share_start and draw < gold_share(workflow, seen.count()):
         gold = list(pool.filter(gold_answers__isnull=False).order_by("?").values_list("subject_id", flat=True)[:1])
         if gold:
             return Subject.objects.get(pk=gold[0])
@@ -52,15 +53,6 @@ def gold_share(workflow: Workflow, n_done: int) -> float:
     """Probability that a volunteer's next subject is gold, after ``n_done`` classifications."""
     tapered = workflow.gold_share_start * 0.5 ** (n_done / max(1, workflow.gold_half_life))
     return max(workflow.gold_share_floor, tapered)
-
-
-def subject_queue_top(*, workflow: Workflow, limit: int = 10) -> list[SubjectState]:
-    """The head of a workflow's queue, highest priority first (for pages and tests)."""
-    return list(
-        SubjectState.objects.filter(workflow=workflow, status=SubjectState.Status.ACTIVE)
-        .select_related("subject")
-        .order_by("-priority", "id")[:limit]
-    )
 
 
 def volunteer_skills(*, workflow: Workflow) -> list[dict]:
@@ -83,6 +75,7 @@ def volunteer_skills(*, workflow: Workflow) -> list[dict]:
             "classifications": n,
             "gold": skills[key].n_gold if key in skills else 0,
             "kappa": float(ds.skill_score(confusion[None], np.full(k, 1 / k))[0]),
+            "bits": float(ds.information_gain(confusion[None], np.full(k, 1 / k))[0]),
             "confusion": confusion.round(2).tolist(),
         })
     return rows

@@ -93,8 +93,3 @@ def new_model(workflow: Workflow, layout, input_shape: tuple[int, ...], seed: in
     if workflow.kind == Workflow.Kind.IMAGE:
         return QuestionHead(input_shape[0], layout)
     return SpectrumCNN(layout, n_pix=input_shape[-1])
-
-
-def model_config(model) -> dict:
-    """Constructor arguments that checkpoints.load_checkpoint needs to rebuild the model."""
-    return model.model_config()

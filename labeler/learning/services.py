@@ -183,7 +183,7 @@ def _train_and_register(version: ModelVersion) -> set[int]:
         directory,
         result.model,
         kind=version.kind,
-        model_config=datasets.model_config(result.model),
+        model_config=result.model.model_config(),
         layout=layout,
         metrics=result.metrics,
         extra={
@@ -236,7 +236,9 @@ def model_version_score_pool(
     """Predict every active subject with MC dropout and replace their priorities.
 
     Priorities are written only where no newer version has already written them, so a late
-    run of an old version cannot overwrite a newer one. Returns the number scored.
+    run of an old version cannot overwrite a newer one. ``trained_on`` marks the predictions
+    the model-as-voter must ignore; a re-score that omits it lets the model echo its training
+    votes. Returns the number scored.
     """
     workflow = model_version.workflow
     model, meta = checkpoints.load_checkpoint(model_version.checkpoint_dir)
@@ -299,8 +301,5 @@ def _write_priorities(version, workflow, subject_ids, score: np.ndarray) -> None
 
 
 def _per_question(row: np.ndarray, layout) -> dict[str, list[float]]:
-    out, start = {}, 0
-    for task, n in layout:
-        out[task] = [round(float(p), 5) for p in row[start : start + n]]
-        start += n
-    return out
+    """(A,) mean probabilities -> {task: [probability per answer]}."""
+    return {task: [round(float(p), 5) for p in row[cols]] for task, cols in acquisition.layout_slices(layout)}

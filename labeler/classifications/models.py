@@ -19,11 +19,15 @@ class Classification(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     volunteer_key = models.CharField(max_length=80)
     annotation = models.JSONField()
+    marks = models.JSONField(default=list, blank=True, help_text="Drawn marks (mlcore.marks), validated.")
+    comment = models.TextField(blank=True, help_text="The volunteer's note ('interesting, discuss').")
+    favourite = models.BooleanField(default=False)
     flagged = models.BooleanField(default=False, help_text="The volunteer flagged the subject for review.")
     started_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     user_agent = models.CharField(max_length=400, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    edited_at = models.DateTimeField(null=True, blank=True, help_text="Last time the volunteer changed it.")
 
     class Meta:
         constraints = [
@@ -47,6 +51,7 @@ class Consensus(models.Model):
     n_classifications = models.PositiveIntegerField(default=0)
     posterior = models.JSONField(default=dict, help_text="{task: [P(answer) from skill-weighted votes]}")
     agreement = models.JSONField(default=dict, help_text="{task: 1 - entropy/log K of the vote fractions}")
+    marks = models.JSONField(default=dict, blank=True, help_text="Clustered marks per tool (mlcore.marks).")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -18,6 +18,7 @@ class Workflow(models.Model):
     class Kind(models.TextChoices):
         IMAGE = "image", "Image questions"
         SPECTRUM = "spectrum", "Spectrum questions"
+        FIELD = "field", "Survey fields: draw boxes and trails"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="workflows")
     slug = models.SlugField(max_length=64)
@@ -26,6 +27,8 @@ class Workflow(models.Model):
     task_tree = models.JSONField(validators=[validate_task_tree])
     version = models.PositiveIntegerField(default=1, help_text="Bumped whenever the task tree changes.")
     active = models.BooleanField(default=True)
+    tutorial = models.TextField(blank=True, help_text="Markdown shown to a volunteer before their first subject.")
+    field_guide = models.TextField(blank=True, help_text="Markdown reference volunteers can open at any time.")
     # Retirement: at most ``retire_after`` classifications; earlier once at least ``retire_min``
     # votes give the first question a skill-weighted posterior >= ``retire_posterior``.
     retire_after = models.PositiveIntegerField(default=5)

@@ -2,8 +2,7 @@
 
 Pure mlcore (no Django, no database). One simulation, shared by the three methods:
 
-- Subjects: N_SUBJECTS objects whose (class, difficulty) pairs are resampled from
-  N_SKY_DRAWS cutouts of ``sky.simulate_cutouts`` with the default class weights
+- Subjects: N_SUBJECTS cutouts drawn by ``sky.simulate_cutouts`` with the default class weights
   (smooth_round .22, smooth_cigar .10, featured_disk .25, edge_on_disk .12, merger .08,
   star .15, artefact .08), so the joint distribution is exactly the simulated sky's: S/N
   log-uniform in [5, 300], seeing 1.0-1.4", half-light radii down to 0.5". Its difficulty
@@ -24,30 +23,30 @@ Pure mlcore (no Django, no database). One simulation, shared by the three method
   every EM_EVERY subjects a full EM over all votes so far (gold clamped) re-estimates
   skills and the class prior. The label is the posterior's argmax *at retirement*.
 - (c) (b) with the model as one more agent, entering before the first vote. The model is
-  simulated, not trained: its top answer is right with probability
-  1/3 + (MODEL_EASY_ACCURACY - 1/3) (1 - difficulty), i.e. 85% on the easiest objects
-  and chance on the hardest; wrong answers follow the volunteers' look-alike weights;
-  its top probability is that same formula evaluated at a noisy (sigma 0.15) difficulty.
+  the project's real one: a QuestionHead on frozen EfficientNet-Lite0 embeddings of the
+  cutouts, trained with ``mlcore.train.fit`` on N_TRAIN other cutouts labelled by
+  VOTES_PER_TRAIN simulated volunteers each (votes, not truth), predicting with MC dropout.
   Its confusion, binned by confidence, is measured on N_HELDOUT separate subjects.
-  ``*_strong_model`` figures repeat (c) at the same threshold with a model that is 97% right
-  on easy objects (a sensitivity check, not the headline).
 - The posterior threshold of each of (b) and (c) is chosen on a separate TUNING_SEED run
   (cheapest threshold reaching 0.95 accuracy there) and reported on REPORT_SEED.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mlcore import consensus
+from mlcore.models.image import ImageBackbone, QuestionHead
+from mlcore.predict import mc_dropout_probs
 from mlcore.simulate import sky
-from mlcore.simulate.volunteers import confusion_weights, make_crowd, simulated_annotation
+from mlcore.simulate.volunteers import make_crowd, simulated_annotation
+from mlcore.train import TrainConfig, fit
 
 N_SUBJECTS = 2000
-N_SKY_DRAWS = 400
 N_VOLUNTEERS = 300
 N_GOLD = 100
 N_HELDOUT = 500
@@ -57,11 +56,12 @@ MIN_VOTES = 3
 EM_EVERY = 200
 THRESHOLDS = (0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 TARGET_ACCURACY = 0.95
-MODEL_EASY_ACCURACY = 0.85
-STRONG_MODEL_EASY_ACCURACY = 0.97  # sensitivity only: a better model, same operating threshold as (c)
+N_TRAIN = 2000  # the model's training set, labelled by VOTES_PER_TRAIN volunteers each
+VOTES_PER_TRAIN = 5
 EM_TOL = 1e-4
 TUNING_SEED, REPORT_SEED = 101, 202
 K = 3  # answers of T0
+LAYOUT = [("T0", K)]
 
 
 @dataclass(frozen=True)
@@ -102,12 +102,6 @@ def run(results: Path) -> dict:
         "model_accuracy_heldout": float((report.heldout_probs.argmax(axis=1) == report.heldout_truth).mean()),
         "classifications_per_subject_for_95_majority": _cheapest_majority(majority),
     }
-    strong = _with_model(report, STRONG_MODEL_EASY_ACCURACY, REPORT_SEED + 1)
-    strong_accuracy, strong_effort = _stream(strong, thresholds[True], True)
-    figures["accuracy_weighted_strong_model"] = strong_accuracy
-    figures["classifications_per_subject_weighted_strong_model"] = strong_effort
-    figures["strong_model_accuracy_heldout"] = float((strong.heldout_probs.argmax(axis=1)
-                                                      == strong.heldout_truth).mean())
     figures.update({f"difficulty_p{q}": float(np.percentile(report.difficulty, q)) for q in (10, 25, 50, 75, 90)})
     _plot(results / "consensus.png", majority, sweeps, thresholds)
     return figures
@@ -118,34 +112,39 @@ def run(results: Path) -> dict:
 
 def _world(seed: int) -> World:
     rng = np.random.default_rng(seed)
-    pool = [(t["class"], t["difficulty"]) for _, t in sky.simulate_cutouts(N_SKY_DRAWS, seed)]
-    classes, difficulty = _resample(pool, N_SUBJECTS, rng)
-    gold_classes, gold_difficulty = _resample(pool, N_GOLD, rng)
-    held_classes, held_difficulty = _resample(pool, N_HELDOUT, rng)
+    n_stream = N_SUBJECTS + N_GOLD + N_HELDOUT
+    cutouts = sky.simulate_cutouts(n_stream + N_TRAIN, seed)
+    classes = np.array([t["class"] for _, t in cutouts])
+    difficulty = np.array([t["difficulty"] for _, t in cutouts])
+    embeddings = ImageBackbone().embed(np.stack([cube for cube, _ in cutouts]))
+    stream, gold, held, train = np.split(np.arange(n_stream + N_TRAIN), np.cumsum([N_SUBJECTS, N_GOLD, N_HELDOUT]))
     crowd = make_crowd(N_VOLUNTEERS, rng, spammer_fraction=0.1, careless_fraction=0.1, expert_fraction=0.1)
     activity = rng.lognormal(0.0, 1.0, N_VOLUNTEERS)
     activity /= activity.sum()
-    voters = np.stack([rng.choice(N_VOLUNTEERS, MAX_VOTES, replace=False, p=activity) for _ in range(N_SUBJECTS)])
-    answers = np.array([[_root_answer(crowd[v], c, d, rng) for v in row]
-                        for row, c, d in zip(voters, classes, difficulty, strict=True)])
-    gold_votes = np.array([(g, v, _root_answer(crowd[v], gold_classes[g], gold_difficulty[g], rng))
+
+    def votes(subjects: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        voters = np.stack([rng.choice(N_VOLUNTEERS, n, replace=False, p=activity) for _ in subjects])
+        answers = np.array([[_root_answer(crowd[v], classes[s], difficulty[s], rng) for v in row]
+                            for row, s in zip(voters, subjects, strict=True)])
+        return voters, answers
+
+    voters, answers = votes(stream, MAX_VOTES)
+    gold_votes = np.array([(g, v, _root_answer(crowd[v], classes[gold[g]], difficulty[gold[g]], rng))
                            for v in range(N_VOLUNTEERS) for g in rng.choice(N_GOLD, GOLD_PER_VOLUNTEER, replace=False)])
-    return World(np.array(classes), _roots(classes), difficulty, voters, answers, gold_votes, _roots(gold_classes),
-                 _model_probs(classes, difficulty, rng, MODEL_EASY_ACCURACY),
-                 _model_probs(held_classes, held_difficulty, rng, MODEL_EASY_ACCURACY), np.array(held_classes),
-                 held_difficulty, _roots(held_classes))
+    _, train_answers = votes(train, VOTES_PER_TRAIN)
+    probs = _model_probs(embeddings[train], np.eye(K)[train_answers].sum(axis=1), embeddings, seed)
+    return World(classes[stream], _roots(classes[stream]), difficulty[stream], voters, answers, gold_votes,
+                 _roots(classes[gold]), probs[stream], probs[held], classes[held], difficulty[held],
+                 _roots(classes[held]))
 
 
-def _with_model(world: World, easy_accuracy: float, seed: int) -> World:
-    """The same world with another simulated model (for the sensitivity figures)."""
-    rng = np.random.default_rng(seed)
-    return replace(world, model_probs=_model_probs(world.classes, world.difficulty, rng, easy_accuracy),
-                   heldout_probs=_model_probs(world.heldout_classes, world.heldout_difficulty, rng, easy_accuracy))
-
-
-def _resample(pool: list[tuple[str, float]], n: int, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
-    picks = rng.integers(len(pool), size=n)
-    return [pool[i][0] for i in picks], np.array([pool[i][1] for i in picks])
+def _model_probs(train_x: np.ndarray, train_counts: np.ndarray, x: np.ndarray, seed: int) -> np.ndarray:
+    """(N, K) MC-dropout mean probabilities of the project's real model: a head on the frozen
+    EfficientNet-Lite0 embeddings, trained as the loop trains it, on volunteers' votes (not truth)."""
+    torch.manual_seed(seed)
+    head = QuestionHead(train_x.shape[1], LAYOUT)
+    fit(head, train_x, train_counts, LAYOUT, TrainConfig(seed=seed), device=torch.device("cpu"))
+    return mc_dropout_probs(head, x, LAYOUT, n_samples=15, device=torch.device("cpu"), seed=seed).mean(axis=2)
 
 
 def _roots(classes) -> np.ndarray:
@@ -154,31 +153,6 @@ def _roots(classes) -> np.ndarray:
 
 def _root_answer(volunteer, cls: str, difficulty: float, rng: np.random.Generator) -> int:
     return simulated_annotation(volunteer, sky.GALAXY_TREE, sky.CLASS_ANSWERS, cls, difficulty, rng)[0]["answer"]
-
-
-def _model_probs(classes, difficulty: np.ndarray, rng: np.random.Generator, easy_accuracy: float) -> np.ndarray:
-    """(N, K) probabilities of a classifier with ``easy_accuracy`` on easy objects, chance on the hardest."""
-    probs = np.zeros((len(classes), K))
-    for i, (cls, d) in enumerate(zip(classes, difficulty, strict=True)):
-        truth = sky.CLASS_ANSWERS[cls]["T0"]
-        wrong = _root_lookalikes(cls, d)  # (K,), zero at truth
-        predicted = truth if rng.random() < _model_accuracy(d, easy_accuracy) else rng.choice(K, p=wrong)
-        top = _model_accuracy(float(np.clip(d + rng.normal(0.0, 0.15), 0.0, 1.0)), easy_accuracy)
-        probs[i] = (1.0 - top) / (K - 1)  # only the top answer and its confidence are used
-        probs[i, predicted] = top
-    return probs
-
-
-def _model_accuracy(difficulty: float, easy_accuracy: float) -> float:
-    return 1.0 / K + (easy_accuracy - 1.0 / K) * (1.0 - difficulty)
-
-
-def _root_lookalikes(cls: str, difficulty: float) -> np.ndarray:
-    """How a class is mistaken, summed to root answers (K,), normalised, zero at its own root answer."""
-    weights = confusion_weights(cls, list(sky.CLASS_ANSWERS), difficulty)
-    roots = np.bincount(_roots(list(sky.CLASS_ANSWERS)), weights=weights, minlength=K)
-    roots[sky.CLASS_ANSWERS[cls]["T0"]] = 0.0
-    return roots / roots.sum()
 
 
 # ---------------------------------------------------------------- the three methods

@@ -8,7 +8,9 @@ urlpatterns = [
     path("workflows/<int:workflow_id>/", views.WorkflowDetailApi.as_view(), name="api-workflow"),
     path("workflows/<int:workflow_id>/next/", views.SubjectNextApi.as_view(), name="api-next"),
     path("workflows/<int:workflow_id>/me/", views.VolunteerProgressApi.as_view(), name="api-progress"),
+    path("workflows/<int:workflow_id>/mine/", views.MyClassificationsApi.as_view(), name="api-mine"),
     path("classifications/", views.ClassificationCreateApi.as_view(), name="api-classifications"),
+    path("classifications/<uuid:client_uuid>/", views.ClassificationDetailApi.as_view(), name="api-classification"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

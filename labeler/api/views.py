@@ -8,9 +8,14 @@ from rest_framework.views import APIView
 
 from labeler.api import serializers as s
 from labeler.api.volunteers import volunteer_key_for
+from labeler.classifications import editing
+from labeler.classifications.mine import classifications_recent
 from labeler.classifications.selectors import subject_next_for, volunteer_progress
-from labeler.classifications.services import classification_submit
+from labeler.classifications.services import ClassificationError, classification_submit
 from labeler.workflows.models import Workflow
+
+# Refusals of an edit or withdrawal that are not bad input (errors.py answers those with 400).
+EDIT_REFUSED_STATUS = {"not_found": status.HTTP_404_NOT_FOUND, "edit_closed": status.HTTP_409_CONFLICT}
 
 
 def _active_workflow(workflow_id: int) -> Workflow:
@@ -31,10 +36,20 @@ class WorkflowDetailApi(APIView):
 
 
 class SubjectNextApi(APIView):
-    @extend_schema(responses=s.NextOutput, summary="The next subject for this volunteer (null when none is left)")
+    @extend_schema(
+        parameters=[s.NextQuery],
+        responses=s.NextOutput,
+        summary="The next subject for this volunteer (null when none is left)",
+        description="Never one this volunteer classified, nor a retired one. `exclude` lists subjects the page "
+        "already prefetched, so that several calls in a row give different subjects.",
+    )
     def get(self, request, workflow_id: int):
         workflow = _active_workflow(workflow_id)
-        subject = subject_next_for(workflow=workflow, volunteer_key=volunteer_key_for(request))
+        query = s.NextQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        subject = subject_next_for(
+            workflow=workflow, volunteer_key=volunteer_key_for(request), exclude=query.validated_data["exclude"]
+        )
         return Response(s.NextOutput({"subject": subject}).data)
 
 
@@ -60,6 +75,9 @@ class ClassificationCreateApi(APIView):
             duration_ms=data.validated_data.get("duration_ms"),
             user_agent=request.headers.get("User-Agent", ""),
             flagged=data.validated_data["flagged"],
+            marks=data.validated_data["marks"],
+            comment=data.validated_data["comment"],
+            favourite=data.validated_data["favourite"],
         )
         following = subject_next_for(workflow=workflow, volunteer_key=volunteer_key)
         body = {
@@ -80,3 +98,62 @@ class VolunteerProgressApi(APIView):
     def get(self, request, workflow_id: int):
         workflow = _active_workflow(workflow_id)
         return Response(volunteer_progress(workflow=workflow, volunteer_key=volunteer_key_for(request)))
+
+
+class MyClassificationsApi(APIView):
+    @extend_schema(
+        parameters=[s.MineQuery],
+        responses=s.MyClassificationOutput(many=True),
+        summary="The requesting volunteer's recent classifications in this workflow, newest first",
+        description="Answers, marks and the flag can be changed (PATCH) or the classification withdrawn "
+        f"(DELETE) while `editable` is true: {editing.EDIT_WINDOW.total_seconds() / 3600:.0f} hours after it "
+        "was made. Comment and favourite can change at any time.",
+    )
+    def get(self, request, workflow_id: int):
+        workflow = _active_workflow(workflow_id)
+        query = s.MineQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        recent = classifications_recent(
+            workflow=workflow, volunteer_key=volunteer_key_for(request), limit=query.validated_data["limit"]
+        )
+        return Response(s.MyClassificationOutput(recent, many=True).data)
+
+
+class ClassificationDetailApi(APIView):
+    """A volunteer's own classification, by the UUID their browser gave it.
+
+    Someone else's (or an unknown) UUID is 404, never 403: existence is not revealed.
+    Answers change, and the classification can be withdrawn, only within the edit window
+    (409 `edit_closed` afterwards); the subject's consensus is rebuilt, a retired subject
+    stays retired, and skill already learnt is kept (labeler/classifications/editing.py).
+    """
+
+    @extend_schema(
+        request=s.ClassificationEditInput,
+        responses={200: s.MyClassificationOutput},
+        summary="Edit my classification: only the fields sent change",
+    )
+    def patch(self, request, client_uuid):
+        data = s.ClassificationEditInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            changed = editing.classification_edit(
+                volunteer_key=volunteer_key_for(request), client_uuid=client_uuid, **data.validated_data
+            )
+        except ClassificationError as exc:
+            return _edit_refused(exc)
+        return Response(s.MyClassificationOutput(changed).data)
+
+    @extend_schema(request=None, responses={204: None}, summary="Withdraw my classification")
+    def delete(self, request, client_uuid):
+        try:
+            editing.classification_withdraw(volunteer_key=volunteer_key_for(request), client_uuid=client_uuid)
+        except ClassificationError as exc:
+            return _edit_refused(exc)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _edit_refused(exc: ClassificationError) -> Response:
+    if exc.code not in EDIT_REFUSED_STATUS:
+        raise exc  # bad input: errors.py answers 400 in the uniform shape
+    return Response({"error": {"code": exc.code, "message": str(exc)}}, status=EDIT_REFUSED_STATUS[exc.code])

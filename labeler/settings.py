@@ -32,6 +32,19 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no)")
 
 
+def env_float(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum:  # also refuses NaN
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a number >= {minimum}")
+    return value
+
+
 DEBUG = env_bool("SKYLOOP_DEBUG", True)
 SECRET_KEY = env_str("SKYLOOP_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -62,6 +75,7 @@ INSTALLED_APPS = [
     "labeler.workflows",
     "labeler.classifications",
     "labeler.learning",
+    "labeler.catalogs",
     "labeler.api",
     "labeler.web",
 ]
@@ -156,6 +170,19 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
+# --- subject queue (labeler/classifications/queue.py) ----------------------------------
+# A per-workflow priority queue in Redis serves the next subject; without Redis (the embedded
+# default) or while Redis is down, the database selector serves instead.
+SKYLOOP_QUEUE_URL = env_str("SKYLOOP_QUEUE_URL", REDIS_URL)
+SKYLOOP_QUEUE = env_bool("SKYLOOP_QUEUE", bool(SKYLOOP_QUEUE_URL))
+if SKYLOOP_QUEUE and not SKYLOOP_QUEUE_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured("SKYLOOP_QUEUE=1 needs a redis:// URL in SKYLOOP_QUEUE_URL or REDIS_URL")
+SKYLOOP_QUEUE_PREFIX = env_str("SKYLOOP_QUEUE_PREFIX", "skyloop")
+SKYLOOP_QUEUE_LEASE_S = env_float("SKYLOOP_QUEUE_LEASE_S", 30.0)  # a served subject is held back this long
+SKYLOOP_QUEUE_RETRY_S = env_float("SKYLOOP_QUEUE_RETRY_S", 10.0)  # after a Redis error, the database serves this long
+SKYLOOP_QUEUE_TIMEOUT_S = env_float("SKYLOOP_QUEUE_TIMEOUT_S", 0.25, minimum=0.001)  # Redis connect/read timeout
+SKYLOOP_QUEUE_REFRESH_S = env_float("SKYLOOP_QUEUE_REFRESH_S", 3600.0)  # beat rebuilds a queue older than this
+
 # Tests that need PostgreSQL / Redis / a worker fail instead of skipping when this is set (CI).
 SKYLOOP_REQUIRE_SERVICES = env_bool("SKYLOOP_REQUIRE_SERVICES", False)
 
@@ -175,6 +202,12 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 365
 LANGUAGE_CODE = "en-us"

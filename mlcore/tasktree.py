@@ -10,6 +10,8 @@ A tree is plain JSON::
 
 An answer may carry ``"blank": true`` ("nothing here"): unanimous blank votes retire a
 subject early. An annotation is the path a volunteer took: ``[{"task": "T0", "answer": 0}, ...]``.
+An optional top-level ``"marks"`` key lists drawing tools (boxes and lines on images,
+absorbers and redshifts on spectra); ``mlcore.marks`` defines and validates it.
 Vote counts are ``{task: [count per answer]}``. The label layout (question order and
 answer counts) is what models are trained on; it follows the order of ``tasks``.
 """
@@ -17,6 +19,8 @@ answer counts) is what models are trained on; it follows the order of ``tasks``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+
+from mlcore import marks
 
 MAX_TASKS = 64
 MAX_ANSWERS = 20
@@ -41,6 +45,11 @@ def validate_tree(tree: object) -> None:
     for key, task in tasks.items():
         _validate_task(key, task, tasks)
     _check_acyclic(tree)
+    if "marks" in tree:
+        try:
+            marks.validate_spec(tree["marks"])
+        except marks.MarksError as exc:
+            raise TaskTreeError(f"marks: {exc}") from exc
 
 
 def _validate_task(key: str, task: object, tasks: Mapping) -> None:

@@ -10,6 +10,8 @@ CLASSIFICATION_STATUS = {
     "duplicate": status.HTTP_409_CONFLICT,
     "uuid_reused": status.HTTP_409_CONFLICT,
     "unknown_subject": status.HTTP_404_NOT_FOUND,
+    "not_found": status.HTTP_404_NOT_FOUND,  # someone else's classification: existence is not revealed
+    "edit_closed": status.HTTP_409_CONFLICT,
 }
 
 

@@ -11,13 +11,11 @@ from labeler.api.volunteers import volunteer_key_for
 from labeler.classifications import editing
 from labeler.classifications.mine import classifications_recent
 from labeler.classifications.selectors import subject_next_for, volunteer_progress
-from labeler.classifications.services import ClassificationError, classification_submit
+from labeler.classifications.services import classification_submit
 from labeler.workflows.models import Workflow
 
+
 # Refusals of an edit or withdrawal that are not bad input (errors.py answers those with 400).
-EDIT_REFUSED_STATUS = {"not_found": status.HTTP_404_NOT_FOUND, "edit_closed": status.HTTP_409_CONFLICT}
-
-
 def _active_workflow(workflow_id: int) -> Workflow:
     return get_object_or_404(Workflow.objects.select_related("project"), pk=workflow_id, active=True)
 
@@ -136,24 +134,12 @@ class ClassificationDetailApi(APIView):
     def patch(self, request, client_uuid):
         data = s.ClassificationEditInput(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            changed = editing.classification_edit(
-                volunteer_key=volunteer_key_for(request), client_uuid=client_uuid, **data.validated_data
-            )
-        except ClassificationError as exc:
-            return _edit_refused(exc)
+        changed = editing.classification_edit(
+            volunteer_key=volunteer_key_for(request), client_uuid=client_uuid, **data.validated_data
+        )
         return Response(s.MyClassificationOutput(changed).data)
 
     @extend_schema(request=None, responses={204: None}, summary="Withdraw my classification")
     def delete(self, request, client_uuid):
-        try:
-            editing.classification_withdraw(volunteer_key=volunteer_key_for(request), client_uuid=client_uuid)
-        except ClassificationError as exc:
-            return _edit_refused(exc)
+        editing.classification_withdraw(volunteer_key=volunteer_key_for(request), client_uuid=client_uuid)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def _edit_refused(exc: ClassificationError) -> Response:
-    if exc.code not in EDIT_REFUSED_STATUS:
-        raise exc  # bad input: errors.py answers 400 in the uniform shape
-    return Response({"error": {"code": exc.code, "message": str(exc)}}, status=EDIT_REFUSED_STATUS[exc.code])

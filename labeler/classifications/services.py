@@ -11,12 +11,16 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from labeler.classifications import skill
+from labeler.classifications.marks_consensus import consensus_marks_refresh
 from labeler.classifications.models import Classification, Consensus
 from labeler.classifications.retirement import FOR_REVIEW, retirement_reason
+from labeler.subjects.models import Subject
 from labeler.workflows.models import SubjectState, Workflow
+from mlcore import marks as marking
 from mlcore import tasktree
 
 log = logging.getLogger(__name__)
+MAX_COMMENT = 2000
 
 
 class ClassificationError(Exception):
@@ -46,8 +50,15 @@ def classification_submit(
     duration_ms: int | None = None,
     user_agent: str = "",
     flagged: bool = False,
+    marks: object = None,
+    comment: str = "",
+    favourite: bool = False,
 ) -> SubmitResult:
-    """Record one volunteer's answers. Resubmitting the same ``client_uuid`` is a no-op."""
+    """Record one volunteer's answers and drawn marks. Resubmitting the same ``client_uuid`` is a no-op.
+
+    ``marks`` must fit the workflow's drawing tools (``mlcore.marks``; none allowed when it
+    has no tools); ``comment`` is the volunteer's note (at most MAX_COMMENT characters).
+    """
     existing = Classification.objects.filter(client_uuid=client_uuid).first()
     if existing is not None:
         return _replayed(existing, workflow, subject_id, volunteer_key)
@@ -55,6 +66,9 @@ def classification_submit(
         path = tasktree.validate_annotation(workflow.task_tree, annotation)
     except tasktree.TaskTreeError as exc:
         raise ClassificationError(f"annotation does not fit the workflow's questions: {exc}", "bad_annotation") from exc
+    if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+        raise ClassificationError(f"comment must be text of at most {MAX_COMMENT} characters", "bad_comment")
+    drawn = _validated_marks(workflow, subject_id, [] if marks is None else marks)
     try:
         with transaction.atomic():
             classification, crossed, gold = _record(
@@ -68,6 +82,9 @@ def classification_submit(
                 duration_ms=duration_ms,
                 user_agent=user_agent[:400],
                 flagged=flagged,
+                marks=drawn,
+                comment=comment,
+                favourite=bool(favourite),
             )
     except IntegrityError:
         # Another request with this UUID won the race, or this volunteer already answered.
@@ -75,9 +92,28 @@ def classification_submit(
         if existing is not None:
             return _replayed(existing, workflow, subject_id, volunteer_key)
         raise ClassificationError("you have already classified this subject", "duplicate") from None
+    from labeler.classifications.queue import subject_queue_touch  # seen set, lease, retirement in Redis
+
+    transaction.on_commit(
+        lambda: subject_queue_touch(workflow_id=workflow.id, subject_id=subject_id, volunteer_key=volunteer_key)
+    )
     if crossed:
         _maybe_train(workflow)
     return SubmitResult(classification=classification, created=True, feedback=gold_feedback(workflow, path, gold))
+
+
+def _validated_marks(workflow: Workflow, subject_id: int, marks: object) -> list[dict]:
+    """Marks checked against the workflow's tools and clipped to the subject's image."""
+    spec = workflow.task_tree.get("marks")
+    shape = None
+    if spec:  # only drawing workflows pay for reading the subject's shape
+        row = Subject.objects.filter(pk=subject_id).values_list("kind", "metadata").first()
+        if row is not None and row[0] == Subject.Kind.IMAGE:
+            shape = (row[1] or {}).get("shape")
+    try:
+        return marking.validate_marks(spec, marks, image_shape=shape)
+    except marking.MarksError as exc:
+        raise ClassificationError(f"marks do not fit the workflow's drawing tools: {exc}", "bad_marks") from exc
 
 
 def gold_feedback(workflow: Workflow, path: list[dict], gold_answers: dict | None) -> dict | None:
@@ -164,5 +200,42 @@ def consensus_add_vote(*, workflow: Workflow, subject_id: int, path: list[dict])
     consensus.n_classifications += 1
     consensus.agreement = skill.agreement_of(consensus.counts)
     consensus.posterior = skill.consensus_posterior(workflow=workflow, subject_id=subject_id)
-    consensus.save(update_fields=["counts", "fractions", "n_classifications", "agreement", "posterior", "updated_at"])
+    updated = ["counts", "fractions", "n_classifications", "agreement", "posterior", "updated_at"]
+    if workflow.task_tree.get("marks"):
+        consensus_marks_refresh(consensus, workflow=workflow)
+        updated.append("marks")
+    consensus.save(update_fields=updated)
     return consensus
+
+
+def consensus_rebuild(*, workflow: Workflow, subject_id: int) -> Consensus:
+    """Recompute a subject's whole consensus from all its classifications as they are now.
+
+    For edits and withdrawals, which a running count cannot undo. The caller holds the
+    subject state's row lock, as for a submission. Steps that no longer fit an edited
+    tree are left out of the counts.
+    """
+    tree = workflow.task_tree
+    consensus, _ = Consensus.objects.get_or_create(
+        workflow=workflow, subject_id=subject_id, defaults={"counts": tasktree.empty_counts(tree)}
+    )
+    counts = tasktree.empty_counts(tree)
+    paths = list(
+        Classification.objects.filter(workflow=workflow, subject_id=subject_id).values_list("annotation", flat=True)
+    )
+    for path in paths:
+        tasktree.add_votes(counts, [step for step in path if _fits(counts, step)])
+    consensus.counts = counts
+    consensus.fractions = tasktree.vote_fractions(counts)
+    consensus.n_classifications = len(paths)
+    consensus.agreement = skill.agreement_of(counts)
+    consensus.posterior = skill.consensus_posterior(workflow=workflow, subject_id=subject_id)
+    consensus_marks_refresh(consensus, workflow=workflow)
+    consensus.save()
+    return consensus
+
+
+def _fits(counts: dict[str, list[int]], step: dict) -> bool:
+    row = counts.get(step.get("task"))
+    answer = step.get("answer")
+    return row is not None and isinstance(answer, int) and 0 <= answer < len(row)

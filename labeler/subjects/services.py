@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from django.db import transaction
 
 from labeler.subjects import storage
 from labeler.subjects.models import Project, Subject
+from mlcore import detect
 from mlcore import io as fitsio
 
 
@@ -56,10 +57,73 @@ def read_subject_files(*, kind: str, paths: Sequence[str | Path]) -> list[NewSub
     return subjects
 
 
+def read_field_files(*, paths: Sequence[str | Path], config: detect.DetectConfig | None = None) -> list[NewSubject]:
+    """Each survey field and the cutouts of the sources detected in it; raise IngestError on the first bad file.
+
+    A field becomes an image subject with ``metadata["role"] = "field"`` (queued by field
+    workflows only); each source a ``config.cutout_size`` cutout in the same bands with
+    ``metadata["role"] = "cutout"``, its parent field, pixel position and segment, and
+    RA/Dec from the field's WCS when it has one. Both keep the WCS in their stored file.
+    """
+    from labeler.workflows.services import FIELD_ROLE
+
+    config = config or detect.DetectConfig()
+    subjects = []
+    for path in map(Path, paths):
+        try:
+            data = fitsio.read_image_fits(path)
+            height, width = data.cube.shape[1:]
+            if min(height, width) < config.cutout_size:
+                raise detect.DetectionError(
+                    f"a {height}x{width} image is smaller than the {config.cutout_size}px cutouts"
+                )
+            sources = detect.detect_sources(data.cube, config)
+        except FileNotFoundError:
+            raise IngestError(f"{path}: no such file") from None
+        except (fitsio.DataFileError, detect.DetectionError, OSError) as exc:
+            raise IngestError(f"{path}: {exc}") from exc
+        wcs = detect.read_celestial_wcs(path)
+        field = replace(data, header=data.header | _wcs_cards(wcs))
+        metadata = {"source_file": path.name, "role": FIELD_ROLE, "n_sources": len(sources)}
+        subjects.append(NewSubject(kind=Subject.Kind.IMAGE, external_id=path.stem, data=field, metadata=metadata))
+        subjects += [_cutout(path, field, wcs, source, config.cutout_size) for source in sources]
+    return subjects
+
+
+def _cutout(path: Path, field: fitsio.ImageData, wcs, source: detect.Source, size: int) -> NewSubject:
+    col, row = detect.cutout_origin(source.x, source.y, field.cube.shape[1:], size)
+    cube = field.cube[:, row : row + size, col : col + size].copy()  # (B, size, size)
+    ra, dec = detect.sky_position(wcs, source.x, source.y)
+    cut_wcs = wcs.slice((slice(row, row + size), slice(col, col + size))) if wcs is not None else None
+    header = {k: v for k, v in field.header.items() if k in fitsio.KEPT_CARDS} | _wcs_cards(cut_wcs)
+    data = fitsio.ImageData(cube=cube, bands=field.bands, ra=ra, dec=dec, nan_fraction=0.0, header=header)
+    metadata = {
+        "source_file": path.name,
+        "role": "cutout",
+        "parent_field": path.stem,
+        "field_x": source.x,
+        "field_y": source.y,
+        "cutout_origin": [col, row],
+        "segment_label": source.label,
+        "segment_area": source.area,
+        "segment_flux": dict(zip(field.bands, source.flux, strict=True)),
+        "detection_snr": source.snr,
+    }
+    name = f"{path.stem}-src{source.label:05d}"
+    return NewSubject(kind=Subject.Kind.IMAGE, external_id=name, data=data, metadata=metadata)
+
+
+def _wcs_cards(wcs) -> dict:
+    """Header cards of a celestial WCS (empty without one), to store it with the subject's pixels."""
+    if wcs is None:
+        return {}
+    return {key: value for key, value in wcs.to_header().items() if key not in ("COMMENT", "HISTORY", "")}
+
+
 def subjects_create(*, project: Project, new_subjects: Iterable[NewSubject]) -> list[Subject]:
     """Store the files and create Subject rows (+ their state in each matching workflow)."""
     from labeler.learning.services import embeddings_queue
-    from labeler.workflows.services import subject_states_attach
+    from labeler.workflows.services import subject_is_field, subject_states_attach
 
     new_subjects = list(new_subjects)
     _check_unique_ids(project, new_subjects)
@@ -75,7 +139,9 @@ def subjects_create(*, project: Project, new_subjects: Iterable[NewSubject]) -> 
             if not all(s.pk for s in created):  # backends without RETURNING on bulk insert
                 created = list(Subject.objects.filter(project=project, external_id__in=[s.external_id for s in rows]))
             subject_states_attach(project=project, subjects=created)
-            embeddings_queue(subject_ids=[s.pk for s in created if s.kind == Subject.Kind.IMAGE])
+            # Cutouts only: the image backbone's embeddings are for question heads, not whole fields.
+            cutouts = [s.pk for s in created if s.kind == Subject.Kind.IMAGE and not subject_is_field(s)]
+            embeddings_queue(subject_ids=cutouts)
     except Exception:
         storage.remove_files(stored)
         raise

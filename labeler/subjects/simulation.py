@@ -1,6 +1,9 @@
-"""The demo sky: a project with an image workflow and a spectrum workflow, simulated by mlcore.
+"""The demo sky: a project with image, spectrum and survey-field workflows, simulated by mlcore.
 
-Every subject keeps its truth (hidden from volunteers) for benchmarks and gold standard.
+Every subject keeps its truth (hidden from volunteers) for benchmarks and gold standard:
+classes and difficulty, plus truth boxes and trail lines for fields (``mlcore.simulate.fields``)
+and the DLA's z_abs and log N_HI for spectra. Fields are image subjects marked
+``metadata["role"] = "field"``, so only the field workflow queues them.
 """
 
 from __future__ import annotations
@@ -11,15 +14,44 @@ import numpy as np
 
 from labeler.subjects.models import Project, Subject
 from labeler.subjects.services import NewSubject, project_get_or_create, subjects_create
+from labeler.workflows.guides import DEFAULT_GUIDES
 from labeler.workflows.models import SubjectState, Workflow
-from labeler.workflows.services import workflow_create
+from labeler.workflows.services import FIELD_ROLE, workflow_create
 from mlcore import io as fitsio
-from mlcore.simulate import sky, spectra
+from mlcore.simulate import fields, sky, spectra
 
 IMAGE_WORKFLOW = "galaxy-morphology"
 SPECTRUM_WORKFLOW = "dla-search"
-SIMULATED_TREES = {Workflow.Kind.IMAGE: sky.GALAXY_TREE, Workflow.Kind.SPECTRUM: spectra.SPECTRUM_TREE}
-SIMULATED_ANSWERS = {Workflow.Kind.IMAGE: sky.CLASS_ANSWERS, Workflow.Kind.SPECTRUM: spectra.CLASS_ANSWERS}
+FIELD_WORKFLOW = "survey-fields"
+DLA_MARKS: dict = {
+    "instruction": "If you see a damped Lyman-alpha absorber, click the middle of its trough, then move the "
+    "column-density slider until the model's wings follow the spectrum's. Optional: drag the line list until "
+    "the quasar's own Lyman-alpha peak lines up, and mark that redshift.",
+    "tools": [
+        {
+            "type": "absorber",
+            "label": "Damped Lyman-alpha absorber",
+            "help": "Click the centre of a broad trough that reaches zero flux, left of the quasar's Lyman-alpha "
+            "peak. A wider trough means more gas: raise log N(HI) until both wings match.",
+        },
+        {
+            "type": "redshift",
+            "label": "Quasar redshift",
+            "help": "Drag the line list so that Lyman-alpha, C IV and the other lines sit on the emission peaks.",
+        },
+    ],
+    "max_marks": 5,
+}
+SIMULATED_TREES = {
+    Workflow.Kind.IMAGE: sky.GALAXY_TREE,
+    Workflow.Kind.SPECTRUM: {**spectra.SPECTRUM_TREE, "marks": DLA_MARKS},
+    Workflow.Kind.FIELD: fields.FIELD_TREE,
+}
+SIMULATED_ANSWERS = {
+    Workflow.Kind.IMAGE: sky.CLASS_ANSWERS,
+    Workflow.Kind.SPECTRUM: spectra.CLASS_ANSWERS,
+    Workflow.Kind.FIELD: fields.CLASS_ANSWERS,
+}
 FIELD_CENTRE = (150.1, 2.2)  # deg; a COSMOS-like patch, for plausible coordinates
 CHUNK = 200
 
@@ -29,6 +61,7 @@ class SkyPlan:
     project: str = "demo"
     n_images: int = 600
     n_spectra: int = 300
+    n_fields: int = 1  # a survey field takes ~0.3 s to draw; the demo command asks for 12
     seed: int = 0
     retire_after: int = 5
     train_min_new_labels: int = 40
@@ -45,6 +78,7 @@ def sky_simulate(*, plan: SkyPlan, progress=None) -> Project:
     offset = project.subjects.count()
     _add_images(project, plan, rng, offset, progress)
     _add_spectra(project, plan, rng, offset, progress)
+    _add_fields(project, plan, rng, offset, progress)
     return project
 
 
@@ -52,6 +86,7 @@ def _ensure_workflows(project: Project, plan: SkyPlan) -> None:
     specs = [
         (IMAGE_WORKFLOW, "Galaxy morphology", Workflow.Kind.IMAGE),
         (SPECTRUM_WORKFLOW, "Damped Lyman-alpha hunt", Workflow.Kind.SPECTRUM),
+        (FIELD_WORKFLOW, "Survey fields: galaxies, stars and trails", Workflow.Kind.FIELD),
     ]
     for slug, name, kind in specs:
         if not Workflow.objects.filter(project=project, slug=slug).exists():
@@ -61,6 +96,8 @@ def _ensure_workflows(project: Project, plan: SkyPlan) -> None:
                 name=name,
                 kind=kind,
                 task_tree=SIMULATED_TREES[kind],
+                tutorial=DEFAULT_GUIDES[kind]["tutorial"],
+                field_guide=DEFAULT_GUIDES[kind]["field_guide"],
                 retire_after=plan.retire_after,
                 train_min_new_labels=plan.train_min_new_labels,
             )
@@ -102,6 +139,31 @@ def _add_spectra(project: Project, plan: SkyPlan, rng, offset: int, progress) ->
         _mark_gold(subjects_create(project=project, new_subjects=batch), plan, rng)
         if progress:
             progress("spectra", start + n, plan.n_spectra)
+
+
+def _add_fields(project: Project, plan: SkyPlan, rng, offset: int, progress) -> None:
+    config = fields.FieldConfig()
+    for start in range(0, plan.n_fields, CHUNK):
+        n = min(CHUNK, plan.n_fields - start)
+        batch = []
+        for i, (cube, truth) in enumerate(fields.simulate_fields(n, seed=int(rng.integers(1 << 31)), config=config)):
+            ra, dec = _sky_position(rng)
+            data = fitsio.ImageData(
+                cube=cube, bands=tuple(config.bands), ra=ra, dec=dec, nan_fraction=0.0, header={"ORIGIN": "skyloop-sim"}
+            )
+            name = f"sim-field-{offset + start + i:06d}"
+            batch.append(
+                NewSubject(
+                    kind=Subject.Kind.IMAGE,
+                    external_id=name,
+                    data=data,
+                    truth=_plain(truth),
+                    metadata={"role": FIELD_ROLE},
+                )
+            )
+        _mark_gold(subjects_create(project=project, new_subjects=batch), plan, rng)
+        if progress:
+            progress("fields", start + n, plan.n_fields)
 
 
 def _mark_gold(subjects: list[Subject], plan: SkyPlan, rng) -> None:

@@ -8,46 +8,15 @@ session forgets the anonymous key: after logging out, the browser starts afresh.
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth import login, password_validation
+from django.contrib.auth import login
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import LoginView, LogoutView
-from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods
 
 from labeler.api.volunteers import SESSION_KEY
 from labeler.classifications.services_volunteers import volunteer_adopt_anonymous
-
-# Used while settings.AUTH_PASSWORD_VALIDATORS is empty, so that accounts never get trivial passwords.
-FALLBACK_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
-    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
-]
-
-
-def password_validators() -> list:
-    return password_validation.get_password_validators(
-        settings.AUTH_PASSWORD_VALIDATORS or FALLBACK_PASSWORD_VALIDATORS
-    )
-
-
-class SignupForm(UserCreationForm):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["password1"].help_text = password_validation.password_validators_help_text_html(
-            password_validators()
-        )
-
-    def validate_password_for_user(self, user, password_field_name="password2"):
-        password = self.cleaned_data.get(password_field_name)
-        if password:
-            try:
-                password_validation.validate_password(password, user, password_validators())
-            except ValidationError as error:
-                self.add_error(password_field_name, error)
 
 
 def adopt_anonymous_work(request, user) -> None:
@@ -61,7 +30,7 @@ def adopt_anonymous_work(request, user) -> None:
 def signup(request):
     if request.user.is_authenticated:
         return redirect("me")
-    form = SignupForm(request.POST or None)
+    form = UserCreationForm(request.POST or None)  # passwords: settings.AUTH_PASSWORD_VALIDATORS
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])

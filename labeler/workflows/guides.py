@@ -173,7 +173,8 @@ _FIELD_TUTORIAL = """\
 Each subject is a larger piece of a survey image, with many stars and galaxies in it.
 Your job is to **draw**:
 
-- a **box** round every galaxy (fuzzy, extended, often elongated), and
+- a **box** round every galaxy (fuzzy, extended, often elongated),
+- a **box** round every star (a sharp round point), and
 - a **line** along every asteroid or satellite **trail** (a straight streak, sometimes
   only in one colour because the object moved between exposures).
 
@@ -189,15 +190,18 @@ _FIELD_FIELD_GUIDE = """\
 Extended and fuzzy, larger than the stars around it, often elliptical or with a disk.
 Draw the box tight round the visible light, not round the halo of noise.
 
-## Star (no mark)
+## Star (box)
 
-A sharp round point; brighter stars have the same shape, only bigger. Stars are not
-marked in this workflow.
+A sharp round point; brighter stars have the same shape, only bigger. A very bright
+star may bleed a vertical spike along its column: box the star, and do not draw the
+spike as a trail.
 
 ## Trail (line)
 
 A straight streak across part or all of the field: asteroids leave short dashes,
 satellites long bright lines. Draw the line from one end of the streak to the other.
+A trail is straight and crosses the field at any angle; a vertical streak that starts
+at a bright star is that star's bleed, not a trail.
 
 ## Artefacts (no mark)
 

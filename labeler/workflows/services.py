@@ -12,6 +12,8 @@ from labeler.subjects.models import Project, Subject
 from labeler.workflows.models import SubjectState, Workflow
 from mlcore import tasktree
 
+FIELD_ROLE = "field"  # Subject.metadata["role"] of a survey field
+
 
 @transaction.atomic
 def workflow_create(*, project: Project, slug: str, name: str, kind: str, task_tree: dict, **options) -> Workflow:
@@ -19,8 +21,22 @@ def workflow_create(*, project: Project, slug: str, name: str, kind: str, task_t
     workflow = Workflow(project=project, slug=slug, name=name, kind=kind, task_tree=task_tree, **options)
     workflow.full_clean()
     workflow.save()
-    subject_states_attach(project=project, subjects=project.subjects.filter(kind=kind), workflows=[workflow])
+    subject_kind = Subject.Kind.IMAGE if kind == Workflow.Kind.FIELD else kind
+    subject_states_attach(project=project, subjects=project.subjects.filter(kind=subject_kind), workflows=[workflow])
     return workflow
+
+
+def subject_is_field(subject: Subject) -> bool:
+    """A survey field: an image subject with ``metadata["role"] == "field"``."""
+    return subject.kind == Subject.Kind.IMAGE and (subject.metadata or {}).get("role") == FIELD_ROLE
+
+
+def workflow_takes(workflow: Workflow, subject: Subject) -> bool:
+    """Survey fields go to field workflows only; every other subject to workflows of its kind."""
+    is_field = subject_is_field(subject)
+    if workflow.kind == Workflow.Kind.FIELD:
+        return is_field
+    return subject.kind == workflow.kind and not is_field
 
 
 def workflow_update_tree(*, workflow: Workflow, task_tree: dict) -> Workflow:
@@ -38,7 +54,7 @@ def workflow_update_tree(*, workflow: Workflow, task_tree: dict) -> Workflow:
 def subject_states_attach(
     *, project: Project, subjects: Iterable[Subject], workflows: Iterable[Workflow] | None = None
 ) -> int:
-    """Put subjects in the queue of every active workflow of their kind.
+    """Put subjects in the queue of every active workflow of their kind (``workflow_takes``).
 
     Before any model exists the priority is a random number, so the cold-start order is a
     random sample rather than insertion order.
@@ -51,7 +67,7 @@ def subject_states_attach(
         SubjectState(workflow=w, subject=s, priority=float(rng.random()))
         for w in workflows
         for s in subjects
-        if s.kind == w.kind
+        if workflow_takes(w, s)
     ]
     SubjectState.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
     return len(rows)

@@ -113,14 +113,17 @@ def test_the_spectrum_workflow_trains_a_1d_cnn_through_the_same_loop(spectrum_wo
     assert version.kind == "spectrum_cnn" and version.status == "active"
 
 
-def test_ingest_queues_embedding_of_new_cutouts_on_commit(db, django_capture_on_commit_callbacks):
+def test_ingest_queues_embedding_of_new_cutouts_not_fields_on_commit(db, django_capture_on_commit_callbacks):
     from labeler.subjects.simulation import SkyPlan, sky_simulate
 
     with mock.patch("labeler.learning.tasks.embed_subjects.delay") as delay:
         with django_capture_on_commit_callbacks(execute=True):
             project = sky_simulate(plan=SkyPlan(project="embed", n_images=5, n_spectra=2, seed=0))
     queued = [sid for call in delay.call_args_list for sid in call.args[0]]
-    assert sorted(queued) == sorted(project.subjects.filter(kind="image").values_list("id", flat=True))
+    images = list(project.subjects.filter(kind="image"))
+    cutouts = [s.id for s in images if s.metadata.get("role") != "field"]
+    assert len(cutouts) < len(images)  # a field is an image too, but is not embedded
+    assert sorted(queued) == sorted(cutouts)
 
 
 def test_precomputed_embeddings_are_cached_once_per_subject(image_workflow):

@@ -2,26 +2,33 @@ from django.core.management.base import BaseCommand, CommandError
 
 from labeler.subjects.simulation import SkyPlan, sky_simulate
 
+DEMO_FIELDS = 12  # SkyPlan's default stays small for tests
+
 
 class Command(BaseCommand):
-    help = "Create the demo project: simulated image cutouts (GalSim) and quasar spectra with DLAs."
+    help = (
+        "Create the demo project: simulated image cutouts (GalSim), quasar spectra with DLAs, and survey fields "
+        "(256x256, g/r/i) with galaxies, stars and asteroid or satellite trails to box and trace."
+    )
 
     def add_arguments(self, parser):
         defaults = SkyPlan()
         parser.add_argument("--project", default=defaults.project)
         parser.add_argument("--images", type=int, default=defaults.n_images)
         parser.add_argument("--spectra", type=int, default=defaults.n_spectra)
+        parser.add_argument("--fields", type=int, default=DEMO_FIELDS)
         parser.add_argument("--seed", type=int, default=defaults.seed)
         parser.add_argument("--retire-after", type=int, default=defaults.retire_after)
         parser.add_argument("--train-min-new-labels", type=int, default=defaults.train_min_new_labels)
 
     def handle(self, *args, **o):
-        if min(o["images"], o["spectra"]) < 0 or o["retire_after"] < 1 or o["train_min_new_labels"] < 1:
+        if min(o["images"], o["spectra"], o["fields"]) < 0 or o["retire_after"] < 1 or o["train_min_new_labels"] < 1:
             raise CommandError("counts must be >= 0, --retire-after and --train-min-new-labels >= 1")
         plan = SkyPlan(
             project=o["project"],
             n_images=o["images"],
             n_spectra=o["spectra"],
+            n_fields=o["fields"],
             seed=o["seed"],
             retire_after=o["retire_after"],
             train_min_new_labels=o["train_min_new_labels"],

@@ -3,6 +3,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("labeler.catalogs.urls")),  # its /api/ exports and the staff page
     path("api/", include("labeler.api.urls")),
     path("", include("labeler.web.urls")),
 ]

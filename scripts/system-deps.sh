@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the browser tests need: Chromium and its driver (never a downloaded browser).
+# Debian packages the tests need: Chromium and its driver for the browser tests (never a
+# downloaded browser), STILTS to check that exported catalogs open cleanly in TOPCAT's engine.
 set -euo pipefail
-if [ -x /usr/bin/chromium ]; then
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium chromium-driver)
+command -v stilts >/dev/null || missing+=(stilts)
+if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -9,6 +13,6 @@ if [ "$(id -u)" -ne 0 ]; then
 else
   SUDO=
 fi
-echo "installing Debian's chromium + chromium-driver for the browser tests"
+echo "installing Debian packages: ${missing[*]}"
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -14,7 +14,6 @@ first and ``meta.json`` last; a crash in between leaves a sha256 mismatch that
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -26,6 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mlcore.hashing import file_sha256
+from mlcore.models.detector import FieldDetector
+from mlcore.models.dla import DLAFinderNet
 from mlcore.models.image import QuestionHead
 from mlcore.models.spectrum import SpectrumCNN
 
@@ -35,6 +37,8 @@ META_FILE = "meta.json"
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "question_head": QuestionHead,
     "spectrum_cnn": SpectrumCNN,
+    "dla_finder": DLAFinderNet,
+    "field_detector": FieldDetector,
 }
 _CORE_KEYS = {"kind", "model_config", "layout", "metrics", "created_at", "sha256", "torch_version"}
 
@@ -58,14 +62,6 @@ def _json_safe(value):
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
         return _json_safe(value.item())
     return value
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:

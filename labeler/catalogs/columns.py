@@ -1,7 +1,8 @@
 """The catalog's columns, in one place: name, type, unit, UCD and description of each.
 
-A workflow's catalog has one row per subject. Column groups turn a chunk of ``Record``s into
-column arrays at once (one Python loop per group, not per cell), so 10^6 rows stay fast:
+A workflow's catalog has one row per subject. Column groups turn a ``Chunk`` of rows
+(labeler.catalogs.chunks) into column arrays with numpy, never a Python step per cell, so 10^6
+rows stay fast:
 
 - identity: ``external_id``, ``subject_id``, ``ra``, ``dec``;
 - per question ``Q`` (task key) and answer ``A`` (its label, slugged): ``Q_n_votes``,
@@ -21,15 +22,18 @@ column arrays at once (one Python loop per group, not per cell), so 10^6 rows st
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlcore import tasktree
+
+if TYPE_CHECKING:  # chunks imports rows, which imports this module
+    from labeler.catalogs.chunks import Chunk
 
 NAN = float("nan")
 SLUG_LENGTH = 24
@@ -47,7 +51,7 @@ class Column:
 
 @dataclass
 class Record:
-    """One subject's row, as read from the database (labeler.catalogs.rows)."""
+    """One subject's row, as read from the database for COCO (labeler.catalogs.rows)."""
 
     subject_id: int
     external_id: str
@@ -99,12 +103,13 @@ class IdentityGroup:
             Column("dec", "float64", "Declination (ICRS)", "deg", "pos.eq.dec;meta.main"),
         ]
 
-    def values(self, records: Sequence[Record]) -> list:
+    def values(self, chunk: Chunk) -> list:
+        state = chunk.state
         return [
-            [r.external_id for r in records],
-            np.array([r.subject_id for r in records], dtype="int64"),
-            np.array([NAN if r.ra is None else r.ra for r in records], dtype="float64"),
-            np.array([NAN if r.dec is None else r.dec for r in records], dtype="float64"),
+            state["external_id"],
+            np.array(state["subject_id"], dtype="int64"),
+            np.array(state["ra"], dtype="float64"),  # None (no position) becomes NaN
+            np.array(state["dec"], dtype="float64"),
         ]
 
 
@@ -142,26 +147,19 @@ class QuestionGroup:
             Column(f"{p}_expert", "str", f"Expert (gold) answer to {key} ('' if none)", "", "meta.code.class", width),
         ]
 
-    def values(self, records: Sequence[Record]) -> list:
+    def values(self, chunk: Chunk) -> list:
         k = len(self.labels)
-        empty = [NAN] * k
-        counts = np.array([_task_list(r.consensus, "counts", self.key, [0] * k) for r in records], dtype="int64")
-        counts = counts.reshape(len(records), k)
-        fractions = _matrix([_task_list(r.consensus, "fractions", self.key, empty) for r in records], k)
-        posterior = _matrix([_task_list(r.consensus, "posterior", self.key, empty) for r in records], k)
-        agreement = np.array([_task_value(r.consensus, "agreement", self.key) for r in records], dtype="float32")
+        counts = np.nan_to_num(chunk.consensus_matrix("counts", self.key, k)).astype("int64")
+        fractions = chunk.consensus_matrix("fractions", self.key, k).astype("float32")
+        posterior = chunk.consensus_matrix("posterior", self.key, k).astype("float32")
+        agreement = chunk.consensus_value("agreement", self.key).astype("float32")
         n_votes = counts.sum(axis=1).astype("int32")
         ranked = np.where(np.isnan(posterior), fractions, posterior)
-        best = np.argmax(np.nan_to_num(ranked, nan=-1.0), axis=1) if len(records) else np.zeros(0, dtype=int)
-        top = [self.labels[b] if n else "" for b, n in zip(best.tolist(), n_votes.tolist(), strict=True)]
-        expert = [self._expert(r.gold_answers) for r in records]
+        best = np.argmax(np.nan_to_num(ranked, nan=-1.0), axis=1)
+        choices = np.array([*self.labels, ""])  # index k: no answer
+        top = choices[np.where(n_votes > 0, best, k)]
+        expert = choices[chunk.gold_answers(self.key, k)]
         return [n_votes, *fractions.T, *posterior.T, agreement, top, expert]
-
-    def _expert(self, gold: Mapping | None) -> str:
-        answer = (gold or {}).get(self.key)
-        if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < len(self.labels):
-            return self.labels[answer]
-        return ""
 
 
 class RetirementGroup:
@@ -184,14 +182,17 @@ class RetirementGroup:
             ),
         ]
 
-    def values(self, records: Sequence[Record]) -> list:
+    def values(self, chunk: Chunk) -> list:
+        state = chunk.state
+        retired_at = np.array(state["retired_at"], dtype="U19")  # "YYYY-MM-DD HH:MM:SS" UTC or ""
+        iso = np.char.add(np.char.replace(retired_at, " ", "T"), "Z")
         return [
-            [r.status for r in records],
-            [r.retirement_reason for r in records],
-            [r.retired_at.strftime("%Y-%m-%dT%H:%M:%SZ") if r.retired_at else "" for r in records],
-            np.array([r.classification_count for r in records], dtype="int32"),
-            np.array([r.flag_count for r in records], dtype="int32"),
-            np.array([r.needs_review for r in records], dtype="bool"),
+            state["status"],
+            state["retirement_reason"],
+            np.where(retired_at == "", "", iso),
+            np.array(state["classification_count"], dtype="int32"),
+            np.array(state["flag_count"], dtype="int32"),
+            np.array(state["needs_review"], dtype="bool"),
         ]
 
 
@@ -221,19 +222,17 @@ class ModelGroup:
                 for a, label in zip(answer_slugs(labels), labels, strict=True)
             ]
 
-    def values(self, records: Sequence[Record]) -> list:
-        preds = [r.prediction or {} for r in records]
+    def values(self, chunk: Chunk) -> list:
+        prediction = chunk.prediction
         out = [
-            np.array([p.get("number", 0) for p in preds], dtype="int32"),
-            [p.get("sha256", "") for p in preds],
-            np.array([bool(p.get("in_training", False)) for p in preds], dtype="bool"),
-            np.array([p.get("entropy", NAN) for p in preds], dtype="float32"),
-            np.array([p.get("bald", NAN) for p in preds], dtype="float32"),
+            prediction["number"],
+            prediction["sha256"],
+            prediction["in_training"],
+            prediction["entropy"].astype("float32"),
+            prediction["bald"].astype("float32"),
         ]
         for key, k in self.layout:
-            empty = [NAN] * k
-            probs = _matrix([_fit((p.get("probabilities") or {}).get(key), empty) for p in preds], k)
-            out += list(probs.T)
+            out += list(chunk.probability_matrix(key, k).astype("float32").T)
         return out
 
 
@@ -269,15 +268,14 @@ class MarksGroup:
             )
         )
 
-    def clusters(self, record: Record) -> list[dict]:
-        marks = (record.consensus or {}).get("marks") or {}
-        entry = marks.get(self.index) or {}
+    def clusters(self, marks: Mapping | None) -> list[dict]:
+        entry = (marks or {}).get(self.index) or {}
         if entry.get("type") != self.kind:  # the tree was edited: the old clusters belong to another tool
             return []
         return list(entry.get("clusters") or [])
 
-    def values(self, records: Sequence[Record]) -> list:
-        clusters = [self.clusters(r) for r in records]
+    def values(self, chunk: Chunk) -> list:
+        clusters = [self.clusters(marks) for marks in chunk.marks]
         out: list = [np.array([len(c) for c in clusters], dtype="int32")]
         first = [c[0] if c else {} for c in clusters]
         if self.kind == "absorber":
@@ -285,7 +283,7 @@ class MarksGroup:
             out.append(np.array([f.get("log_nhi", NAN) for f in first], dtype="float32"))
         elif self.kind == "redshift":
             out.append(np.array([f.get("z", NAN) for f in first], dtype="float64"))
-        out.append([json.dumps(c, separators=(",", ":")) for c in clusters])
+        out.append([json.dumps(c, separators=(",", ":")) if c else "[]" for c in clusters])
         return out
 
 
@@ -306,11 +304,11 @@ def catalog_columns(groups: Sequence) -> list[Column]:
     return [c for g in groups for c in g.columns]
 
 
-def chunk_arrays(groups: Sequence, records: Sequence[Record]) -> dict[str, object]:
-    """{column name: numpy array (numbers, bools) or list of str} for one chunk of records."""
+def chunk_arrays(groups: Sequence, chunk: Chunk) -> dict[str, object]:
+    """{column name: numpy array (numbers, bools, str) or list of str} for one chunk of rows."""
     arrays: dict[str, object] = {}
     for group in groups:
-        for column, values in zip(group.columns, group.values(records), strict=True):
+        for column, values in zip(group.columns, group.values(chunk), strict=True):
             arrays[column.name] = values
     return arrays
 
@@ -341,27 +339,3 @@ def _check_unique(columns: Sequence[Column]) -> None:
 def _short(text: str, limit: int = 48) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _task_list(consensus: Mapping | None, field_name: str, key: str, default: list) -> list:
-    if not consensus:
-        return default
-    return _fit((consensus.get(field_name) or {}).get(key), default)
-
-
-def _task_value(consensus: Mapping | None, field_name: str, key: str) -> float:
-    if not consensus:
-        return NAN
-    value = (consensus.get(field_name) or {}).get(key)
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else NAN
-
-
-def _fit(values, default: list) -> list:
-    """``values`` if it has the expected length (the tree may have changed since), else ``default``."""
-    if isinstance(values, list) and len(values) == len(default):
-        return [NAN if v is None else v for v in values]
-    return default
-
-
-def _matrix(rows: list[list], k: int) -> np.ndarray:
-    return np.array(rows, dtype="float32").reshape(len(rows), k)

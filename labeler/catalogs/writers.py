@@ -49,6 +49,7 @@ FITS_FORMATS = {"bool": "L", "int32": "J", "int64": "K", "float32": "E", "float6
 FITS_DTYPES = {"bool": "S1", "int32": ">i4", "int64": ">i8", "float32": ">f4", "float64": ">f8"}
 VOTABLE_TYPES = {"str": "char", "bool": "boolean", "int32": "int", "int64": "long", "float32": "float",
                  "float64": "double"}  # fmt: skip
+VOTABLE_SEPARATOR = "\x1f"  # not allowed in XML, so in no cell
 FITS_BLOCK = 2880
 FITS_CARD_TEXT = 68  # a string value longer than this needs CONTINUE cards, which not every reader follows
 # Provenance key -> FITS keyword (8 characters at most).
@@ -73,6 +74,15 @@ def arrow_table(columns: Sequence[Column], arrays: Mapping[str, object]) -> pa.T
 def ascii_text(text: str) -> str:
     """FITS headers and VOTable ``char`` values are ASCII: anything else becomes '?'."""
     return str(text).encode("ascii", "replace").decode("ascii")
+
+
+def ascii_bytes(values, width: int) -> np.ndarray:
+    """Fixed-width ASCII bytes for a FITS string column: numpy encodes all at once; non-ASCII text is rare."""
+    text = np.asarray(values, dtype=f"U{width}")
+    try:
+        return text.astype(f"S{width}")
+    except UnicodeEncodeError:
+        return np.array([ascii_text(v).encode("ascii") for v in text], dtype=f"S{width}")
 
 
 class EcsvWriter:
@@ -132,7 +142,7 @@ class FitsWriter:
         for c in self.columns:
             values = arrays[c.name]
             if c.dtype == "str":
-                rows[c.name] = [ascii_text(v).encode("ascii") for v in values]
+                rows[c.name] = ascii_bytes(values, c.width)
             elif c.dtype == "bool":
                 rows[c.name] = np.where(np.asarray(values, dtype=bool), b"T", b"F")
             else:
@@ -191,15 +201,23 @@ class VOTableWriter:
     def __init__(self, path: Path, columns: Sequence[Column], provenance: Mapping):
         self.columns = list(columns)
         head, tail = _votable_frame(self.columns, provenance)
-        self.tail = tail
-        self.file = open(path, "w", encoding="utf-8")
-        self.file.write(head)
+        self.tail = tail.encode("utf-8")
+        self.file = open(path, "wb")
+        self.file.write(head.encode("utf-8"))
 
     def write(self, arrays: Mapping[str, object]) -> None:
-        cells = [_votable_cells(c, arrays[c.name]) for c in self.columns]
-        self.file.write(
-            "".join("<TR><TD>" + "</TD><TD>".join(row) + "</TD></TR>\n" for row in zip(*cells, strict=True))
-        )
+        """Arrow renders every cell as text and writes the rows with a separator no cell can hold
+        (control characters are not XML); the separators and line ends then become the tags."""
+        cells = pa.table({c.name: _votable_cells(c, arrays[c.name]) for c in self.columns})
+        out = io.BytesIO()
+        options = pacsv.WriteOptions(include_header=False, delimiter=VOTABLE_SEPARATOR, quoting_style="none")
+        pacsv.write_csv(cells, out, options)
+        lines = out.getvalue()
+        if lines:
+            rows = b"<TR><TD>" + lines.replace(VOTABLE_SEPARATOR.encode(), b"</TD><TD>").replace(
+                b"\n", b"</TD></TR>\n<TR><TD>"
+            )
+            self.file.write(rows[: -len(b"<TR><TD>")])
 
     def close(self, n_rows: int) -> None:
         self.file.write(self.tail)
@@ -231,20 +249,21 @@ def _votable_frame(columns: Sequence[Column], provenance: Mapping) -> tuple[str,
     return text[:end] + "<DATA><TABLEDATA>\n", "</TABLEDATA></DATA>\n" + text[end:]
 
 
-def _votable_cells(column: Column, values) -> list[str]:
+def _votable_cells(column: Column, values) -> pa.Array:
+    """The column's TABLEDATA text: XML-escaped ASCII strings, T/F, NaN as ``NaN``."""
     if column.dtype == "str":
-        return [_xml_escape(ascii_text(v)) for v in values]
+        text = pa.array(values, type=pa.string())
+        text = pc.replace_substring_regex(text, "[^\\x09\\x20-\\x7e]", "?")  # ASCII; no control characters
+        for char, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;")):
+            text = pc.replace_substring(text, char, entity)
+        return text
     if column.dtype == "bool":
-        return np.where(np.asarray(values, dtype=bool), "T", "F").tolist()
+        return pa.array(np.where(np.asarray(values, dtype=bool), "T", "F"))
     array = pa.array(values, type=ARROW_TYPES[column.dtype])
     text = pc.cast(array, pa.string())
     if column.dtype.startswith("float"):
         text = pc.if_else(pc.is_nan(array), "NaN", text)
-    return text.to_pylist()
-
-
-def _xml_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text
 
 
 class ParquetWriter:

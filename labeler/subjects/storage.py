@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from mlcore.checkpoints import file_sha256
+from mlcore.hashing import file_sha256
 
 
 def media_path(relative: str) -> Path:

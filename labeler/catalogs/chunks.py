@@ -1,0 +1,261 @@
+"""Reading a workflow's catalog column by column, one chunk of subjects at a time.
+
+10^6 rows must export in seconds, so no Python work is done per cell: each chunk is three
+keyset-paginated queries (states with their subjects, consensus, predictions) whose compiled SQL
+runs on a plain cursor (no per-row Django converters), the JSON fields arrive as text (``Cast``
+to text, so Django never decodes them) and pyarrow's C++ JSON reader parses them in one go into
+typed arrays. Python then only transposes tuples. Marks and expert labels, present on few rows,
+are decoded by ``json`` for those rows alone.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+from django.db import connection
+from django.db.models import TextField, Value
+from django.db.models.functions import Cast, Concat
+
+from labeler.catalogs.rows import PUBLISHED, CatalogFilters, catalog_states
+from labeler.classifications.models import Consensus
+from labeler.learning.models import Prediction
+from labeler.workflows.models import Workflow
+from mlcore import tasktree
+
+NAN = float("nan")
+CONSENSUS_LISTS = ("counts", "fractions", "posterior")  # {task: [value per answer]}
+# Chunk.state key -> what the states query selects (the last two are cast to text: see catalog_chunks).
+STATE_FIELDS = {"subject_id": "subject_id", "external_id": "subject__external_id", "ra": "subject__ra",
+                "dec": "subject__dec", "status": "status", "classification_count": "classification_count",
+                "flag_count": "flag_count", "needs_review": "needs_review", "retired_at": "retired_text",
+                "retirement_reason": "retirement_reason", "gold_answers": "gold_text"}  # fmt: skip
+
+
+@dataclass
+class Chunk:
+    """One chunk of catalog rows, by increasing subject id, as columns.
+
+    ``state``: the SubjectState and Subject fields of ``STATE_FIELDS`` (``retired_at`` as
+    ``YYYY-MM-DD HH:MM:SS`` UTC text); ``gold``: ``{row: gold_answers}`` of the few rows that have
+    expert labels; ``consensus``: a struct array
+    (counts, fractions, posterior: ``{task: [..]}``; agreement: ``{task: value}``), null where a
+    subject has no consensus; ``marks``: each row's ``Consensus.marks`` (None if empty);
+    ``prediction``: number (0: none), sha256, entropy, bald, in_training; ``probabilities``:
+    a struct array ``{task: [..]}``, null without a prediction.
+    """
+
+    state: dict[str, list]
+    gold: dict[int, dict]
+    consensus: pa.StructArray
+    marks: list[dict | None]
+    prediction: dict[str, np.ndarray | list]
+    probabilities: pa.StructArray
+
+    def __len__(self) -> int:
+        return len(self.state["subject_id"])
+
+    def consensus_matrix(self, name: str, key: str, k: int) -> np.ndarray:
+        """(n, k) float64 of ``Consensus.<name>[key]``; NaN rows where it is missing or not k long."""
+        return fixed_lists(pc.struct_field(pc.struct_field(self.consensus, [name]), [key]), k)
+
+    def consensus_value(self, name: str, key: str) -> np.ndarray:
+        values = pc.struct_field(pc.struct_field(self.consensus, [name]), [key])
+        return _floats(values)
+
+    def gold_answers(self, key: str, k: int) -> np.ndarray:
+        """The expert's answer index to ``key`` per row; ``k`` where there is none (or it is not an answer)."""
+        out = np.full(len(self), k, dtype="int64")
+        for row, answers in self.gold.items():
+            answer = answers.get(key) if isinstance(answers, Mapping) else None
+            if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < k:
+                out[row] = answer
+        return out
+
+    def probability_matrix(self, key: str, k: int) -> np.ndarray:
+        return fixed_lists(pc.struct_field(self.probabilities, [key]), k)
+
+
+def catalog_chunks(workflow: Workflow, filters: CatalogFilters, *, chunk_size: int) -> Iterator[Chunk]:
+    """Yield the catalog in chunks of at most ``chunk_size`` subjects, by increasing subject id.
+
+    Keyset pagination (``subject_id > last``) rather than one long cursor: no transaction or
+    server-side cursor stays open for the minutes a large export may take.
+    """
+    layout = tasktree.label_layout(workflow.task_tree)
+    states = (
+        catalog_states(workflow, filters)
+        .order_by("subject_id")
+        .annotate(retired_text=Cast("retired_at", TextField()), gold_text=Cast("gold_answers", TextField()))
+    )
+    last = 0
+    while True:
+        page = states.filter(subject_id__gt=last).values_list(*STATE_FIELDS.values())[:chunk_size]
+        state = dict(zip(STATE_FIELDS, _fetch_columns(page), strict=True))
+        if not state["subject_id"]:
+            return
+        ids = np.array(state["subject_id"], dtype="int64")
+        state["retired_at"] = [(t or "")[:19] for t in state["retired_at"]]
+        gold = {i: json.loads(g) for i, g in enumerate(state.pop("gold_answers")) if g}
+        # The chunk's subjects, as a subquery: a filtered export may skip most ids of the range.
+        in_chunk = catalog_states(workflow, filters).filter(subject_id__gte=ids[0], subject_id__lte=ids[-1])
+        in_chunk = in_chunk.values("subject_id")
+        consensus, marks = _consensus(workflow, in_chunk, ids, layout)
+        prediction, probabilities = _predictions(workflow, in_chunk, ids, layout)
+        yield Chunk(state, gold, consensus, marks, prediction, probabilities)
+        last = int(ids[-1])
+
+
+def _consensus(workflow: Workflow, in_chunk, ids: np.ndarray, layout) -> tuple[pa.StructArray, list[dict | None]]:
+    parts: list = []
+    for name in (*CONSENSUS_LISTS, "agreement"):
+        parts += [Value(("{" if not parts else ",") + f'"{name}":'), Cast(name, TextField())]
+    line = Concat(*parts, Value("}"), output_field=TextField())  # one JSON object per row, parsed below
+    rows = Consensus.objects.filter(workflow=workflow, subject_id__in=in_chunk).order_by("subject_id")
+    rows = rows.annotate(line=line, marks_text=Cast("marks", TextField()))
+    subject_ids, lines, marks_text = _fetch_columns(rows.values_list("subject_id", "line", "marks_text"))
+    at = _positions(ids, subject_ids)
+    schema = pa.struct(
+        [(name, _task_struct(layout, lists=True)) for name in CONSENSUS_LISTS]
+        + [("agreement", _task_struct(layout, lists=False))]
+    )
+    consensus = _spread(parse_json_lines(lines, schema), at, len(ids))
+    marks: list[dict | None] = [None] * len(ids)
+    for i, text in zip(at, marks_text, strict=True):
+        if i >= 0 and text not in ("{}", "", None):
+            marks[i] = json.loads(text)
+    return consensus, marks
+
+
+def _predictions(workflow: Workflow, in_chunk, ids: np.ndarray, layout) -> tuple[dict, pa.StructArray]:
+    """Each subject's prediction by the newest published model version that scored it."""
+    rows = (
+        Prediction.objects.filter(
+            model_version__workflow=workflow, model_version__status__in=PUBLISHED, subject_id__in=in_chunk
+        )
+        .order_by("subject_id", "model_version__number")
+        .annotate(probabilities_text=Cast("probabilities", TextField()))
+    )
+    fields = ["subject_id", "model_version__number", "model_version__sha256", "entropy", "bald", "in_training",
+              "probabilities_text"]  # fmt: skip
+    subject_ids, number, sha256, entropy, bald, in_training, texts = _fetch_columns(rows.values_list(*fields))
+    subject_ids = np.array(subject_ids, dtype="int64")
+    newest = np.append(subject_ids[1:] != subject_ids[:-1], True) if len(subject_ids) else np.zeros(0, bool)
+    keep = np.flatnonzero(newest)  # rows are ordered by version within a subject: its last row is the newest
+    at = _positions(ids, subject_ids[keep])
+    n, found = len(ids), at >= 0
+    where = at[found]
+    prediction = {
+        "number": _scatter(np.array(number, dtype="int32")[keep][found], where, n, 0),
+        "sha256": _scatter(np.array(sha256, dtype=object)[keep][found], where, n, ""),
+        "entropy": _scatter(np.array(entropy, dtype="float64")[keep][found], where, n, NAN),
+        "bald": _scatter(np.array(bald, dtype="float64")[keep][found], where, n, NAN),
+        "in_training": _scatter(np.array(in_training, dtype=bool)[keep][found], where, n, False),
+    }
+    lines = [texts[i] for i in keep]
+    probabilities = _spread(parse_json_lines(lines, _task_struct(layout, lists=True)), at, n)
+    return prediction, probabilities
+
+
+def parse_json_lines(lines: list[str], schema: pa.StructType) -> pa.StructArray:
+    """One JSON object per line into a struct array of ``schema``; fields it lacks are null.
+
+    pyarrow's reader does the work; a chunk it refuses (NaN written by Python's json, a value
+    of an unexpected type) is decoded by ``json`` and cleaned field by field instead.
+    """
+    if not lines:
+        return pa.array([], type=schema)
+    data = "\n".join(lines).encode("utf-8")
+    options = pajson.ParseOptions(explicit_schema=pa.schema(list(schema)), unexpected_field_behavior="ignore")
+    try:
+        table = pajson.read_json(io.BytesIO(data), parse_options=options)
+    except pa.ArrowInvalid:
+        return pa.array([_clean(json.loads(line), schema) for line in lines], type=schema)
+    return pa.StructArray.from_arrays([table.column(f.name).combine_chunks() for f in schema], fields=list(schema))
+
+
+def fixed_lists(lists: pa.Array, k: int) -> np.ndarray:
+    """(n, k) float64 from a list array; a row that is null or not ``k`` long is all NaN (the tree changed)."""
+    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    out = np.full((len(lists), k), NAN)
+    good = pc.fill_null(pc.equal(pc.list_value_length(lists), k), False).to_numpy(zero_copy_only=False)
+    if good.any():
+        starts = lists.offsets.to_numpy()[:-1][good]
+        values = _floats(lists.values)
+        out[good] = values[starts[:, None] + np.arange(k)]
+    return out
+
+
+def _floats(values: pa.Array) -> np.ndarray:
+    """float64 with NaN for nulls and non-finite values."""
+    out = pc.fill_null(pc.cast(values, pa.float64()), NAN).to_numpy(zero_copy_only=False)
+    return np.where(np.isfinite(out), out, NAN)
+
+
+def _task_struct(layout, *, lists: bool) -> pa.StructType:
+    return pa.struct([(key, pa.list_(pa.float64()) if lists else pa.float64()) for key, _ in layout])
+
+
+def _clean(value, schema: pa.DataType):
+    """``value`` reduced to what ``schema`` can hold; anything of another shape becomes null."""
+    if pa.types.is_struct(schema):
+        if not isinstance(value, Mapping):
+            return None
+        return {f.name: _clean(value.get(f.name), f.type) for f in schema}
+    if pa.types.is_list(schema):
+        if not isinstance(value, list):
+            return None
+        return [_clean(v, schema.value_type) for v in value]
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def _positions(ids: np.ndarray, found: list | np.ndarray) -> np.ndarray:
+    """For each of ``found`` (sorted subject ids), its row in ``ids``; -1 if it is not one of them."""
+    found = np.asarray(found, dtype="int64")
+    at = np.searchsorted(ids, found)
+    at = np.minimum(at, len(ids) - 1)
+    return np.where(ids[at] == found, at, -1)
+
+
+def _spread(values: pa.StructArray, at: np.ndarray, n: int) -> pa.StructArray:
+    """``values`` placed at rows ``at`` of ``n`` (-1: dropped); the other rows are null."""
+    source = np.full(n, -1, dtype="int64")
+    source[at[at >= 0]] = np.flatnonzero(at >= 0)
+    return values.take(pa.array(source, mask=source < 0))
+
+
+def _scatter(values: np.ndarray, where: np.ndarray, n: int, fill) -> np.ndarray:
+    out = np.full(n, fill, dtype=values.dtype)
+    out[where] = values
+    return out
+
+
+def _fetch_columns(rows) -> list[list]:
+    """A ``values_list`` queryset as columns, from its compiled SQL on a plain cursor (no per-row converters)."""
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor, _no_gc():
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+        return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in cursor.description]
+
+
+@contextmanager
+def _no_gc():
+    """Fetching creates millions of small tuples, each of which would trigger the cyclic collector's scans."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

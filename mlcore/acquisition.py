@@ -173,3 +173,77 @@ def tree_scores(probs_all: np.ndarray, layout: Sequence[tuple[str, int]], method
     for _, cols in layout_slices(layout):
         total += score(probs_all[:, cols, :])  # (N, C_q, S) -> (N,)
     return total
+
+
+METHODS = ("bald", "powerbald", "entropy", "margin")
+
+
+def interest(probs: np.ndarray, columns: Sequence[int]) -> np.ndarray:
+    """Science interest: mean predicted probability of the rare classes in ``columns``.
+
+    Parameters
+    ----------
+    probs : ndarray, shape (N, C, S)
+        One question's MC samples.
+    columns : sequence of int
+        The answers worth finding (e.g. "merger", "lens").
+
+    Returns
+    -------
+    ndarray, shape (N,), in [0, 1]
+    """
+    probs = _check_probs(probs)
+    columns = list(columns)
+    if not columns or min(columns) < 0 or max(columns) >= probs.shape[1]:
+        raise ValueError(f"interest columns must index the {probs.shape[1]} answers, got {columns}")
+    return probs.mean(axis=2)[:, columns].sum(axis=1)
+
+
+def priorities(
+    probs_all: np.ndarray,
+    layout: Sequence[tuple[str, int]],
+    method: str = "bald",
+    rng: np.random.Generator | None = None,
+    interest_score: np.ndarray | None = None,
+    interest_weight: float = 0.0,
+    beta: float = 1.0,
+) -> np.ndarray:
+    """Queue priorities from MC samples: higher is served sooner.
+
+    ``bald``, ``entropy`` and ``margin`` are ``tree_scores``. ``powerbald`` turns the BALD
+    scores into PowerBALD keys (Kirsch+2023; ``mlcore.batch_selection.power_keys``), so the
+    queue's order is one stochastic draw with P ~ BALD**beta. ``interest_score`` (N,) in
+    [0, 1] multiplies the score by ``1 + interest_weight * interest`` before that, as Galaxy
+    Zoo favours likely interesting objects; the default weight 0 leaves scores untouched.
+
+    Parameters
+    ----------
+    probs_all : ndarray, shape (N, A, S)
+    layout : sequence of (task_key, n_answers)
+    method : {"bald", "powerbald", "entropy", "margin"}
+    rng : numpy Generator, needed for ``powerbald``
+    interest_score : ndarray, shape (N,), optional
+    interest_weight : float >= 0
+    beta : float, PowerBALD's sharpness
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown acquisition {method!r}; choose from {list(METHODS)}")
+    if interest_weight < 0:
+        raise ValueError("interest_weight must be >= 0")
+    scores = tree_scores(probs_all, layout, method="bald" if method == "powerbald" else method)
+    if interest_score is not None and interest_weight > 0:
+        boost = np.clip(np.asarray(interest_score, dtype=float), 0.0, 1.0)
+        if boost.shape != scores.shape:
+            raise ValueError(f"interest_score must have shape {scores.shape}, got {boost.shape}")
+        scores = scores * (1.0 + interest_weight * boost)
+    if method == "powerbald":
+        from mlcore.batch_selection import power_keys
+
+        if rng is None:
+            raise ValueError("powerbald needs a random generator")
+        return power_keys(scores, rng, beta)
+    return scores

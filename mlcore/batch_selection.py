@@ -17,18 +17,27 @@ from __future__ import annotations
 import numpy as np
 
 
+def power_keys(scores: np.ndarray, rng: np.random.Generator, beta: float = 1.0) -> np.ndarray:
+    """Perturbed keys ``beta * log(score) + Gumbel``: sorting them descending is a PowerBALD draw.
+
+    As queue priorities they make the whole queue one draw without replacement with
+    P ~ score**beta, so the top of the queue is stochastic rather than a clump of the
+    highest, often redundant, scores.
+    """
+    scores = np.asarray(scores, dtype=float)  # (N,)
+    if scores.ndim != 1 or np.any(~np.isfinite(scores)) or np.any(scores < 0):
+        raise ValueError("scores must be a 1-D array of finite, non-negative numbers")
+    return beta * np.log(np.maximum(scores, 1e-300)) + rng.gumbel(size=scores.size)
+
+
 def power_sample(scores: np.ndarray, k: int, rng: np.random.Generator, beta: float = 1.0) -> np.ndarray:
     """Indices of ``k`` subjects drawn without replacement with P ~ score**beta (PowerBALD).
 
     Gumbel top-k: ``argsort(beta * log(score) + Gumbel)`` is an exact draw without
     replacement. ``beta -> inf`` recovers the plain top-k; ``beta = 0`` is uniform.
     """
-    scores = np.asarray(scores, dtype=float)  # (N,)
-    if scores.ndim != 1 or np.any(~np.isfinite(scores)) or np.any(scores < 0):
-        raise ValueError("scores must be a 1-D array of finite, non-negative numbers")
-    k = min(int(k), scores.size)
-    keys = beta * np.log(np.maximum(scores, 1e-300)) + rng.gumbel(size=scores.size)
-    return np.argsort(-keys, kind="stable")[:k]
+    keys = power_keys(scores, rng, beta)
+    return np.argsort(-keys, kind="stable")[: min(int(k), keys.size)]
 
 
 def k_center_greedy(embeddings: np.ndarray, k: int, labelled: np.ndarray | None = None) -> np.ndarray:

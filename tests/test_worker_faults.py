@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from labeler.classifications.models import Classification
 from labeler.classifications.services import classification_submit
-from labeler.learning import services
+from labeler.learning import triggers
 from labeler.learning.models import ModelVersion
 from labeler.subjects.simulation import SkyPlan, sky_simulate
 from labeler.testing import ROOT, start_worker, subprocess_env
@@ -66,7 +66,7 @@ def test_a_training_orphaned_by_a_killed_worker_is_resent_and_finished_by_anothe
     ModelVersion.objects.filter(pk=version.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=6))
     second = start_worker(tmp_path / "second-worker.log")
     try:
-        assert services.training_sweep() == 0  # nothing new: the orphan is resent, not duplicated
+        assert triggers.training_sweep() == 0  # nothing new: the orphan is resent, not duplicated
         wait_for(lambda: ModelVersion.objects.get(pk=version.pk).status == "active", 240, "the resent run", second)
     finally:
         second.stop()
@@ -94,7 +94,7 @@ def test_a_dead_broker_loses_no_classification_and_the_sweep_recovers(transactio
     ModelVersion.objects.filter(pk=version.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=6))
     worker = start_worker(tmp_path / "worker.log")
     try:
-        services.training_sweep()
+        triggers.training_sweep()
         wait_for(lambda: ModelVersion.objects.get(pk=version.pk).status == "active", 240, "the resent run", worker)
     finally:
         worker.stop()

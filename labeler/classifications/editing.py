@@ -32,11 +32,9 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from labeler.classifications.models import Classification
-from labeler.classifications.services import ClassificationError
-from labeler.subjects.models import Subject
+from labeler.classifications.queue import subject_queue_touch
+from labeler.classifications.services import ClassificationError, validated_annotation, validated_marks
 from labeler.workflows.models import SubjectState, Workflow
-from mlcore import marks as marking
-from mlcore import tasktree
 
 EDIT_WINDOW = timedelta(hours=24)
 
@@ -67,7 +65,7 @@ def classification_edit(
         changes["annotation"] = validated_annotation(current.workflow, annotation)
         changes["workflow_version"] = current.workflow.version  # answered against the tree as it is now
     if marks is not None:
-        changes["marks"] = validated_marks(current.workflow, current.subject, marks)
+        changes["marks"] = validated_marks(current.workflow, current.subject_id, marks)
     with transaction.atomic():
         state = _locked_state(current) if answers_change else None
         row = Classification.objects.select_for_update().filter(pk=current.pk).first()
@@ -95,21 +93,6 @@ def classification_withdraw(*, volunteer_key: str, client_uuid: uuid.UUID) -> No
         _rebuild(current.workflow, state)
 
 
-def validated_annotation(workflow: Workflow, annotation: object) -> list[dict]:
-    try:
-        return tasktree.validate_annotation(workflow.task_tree, annotation)
-    except tasktree.TaskTreeError as exc:
-        raise ClassificationError(f"annotation does not fit the workflow's questions: {exc}", "bad_annotation") from exc
-
-
-def validated_marks(workflow: Workflow, subject: Subject, marks: object) -> list[dict]:
-    shape = subject.metadata.get("shape") if subject.kind == Subject.Kind.IMAGE else None
-    try:
-        return marking.validate_marks(workflow.task_tree.get("marks"), marks, image_shape=shape)
-    except marking.MarksError as exc:
-        raise ClassificationError(f"marks do not fit the workflow's tools: {exc}", "bad_marks") from exc
-
-
 def _own(volunteer_key: str, client_uuid: uuid.UUID) -> Classification:
     found = (
         Classification.objects.select_related("workflow", "subject")
@@ -132,6 +115,8 @@ def _rebuild(workflow: Workflow, state: SubjectState) -> None:
     from labeler.classifications.services import consensus_rebuild
 
     consensus_rebuild(workflow=workflow, subject_id=state.subject_id)
+    # Re-queue a subject that is active again, or drop a retired one, in the Redis selector.
+    transaction.on_commit(lambda: subject_queue_touch(workflow_id=workflow.id, subject_id=state.subject_id))
     totals = Classification.objects.filter(workflow=workflow, subject_id=state.subject_id).aggregate(
         n=Count("id"), flags=Count("id", filter=Q(flagged=True))
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef
 
+from labeler.classifications import queue
 from labeler.classifications.models import Classification, VolunteerSkill
 from labeler.subjects.models import Subject
 from labeler.workflows.models import SubjectState, Workflow
@@ -24,11 +25,67 @@ def subject_next_for(
 
     First, with a probability that tapers as the volunteer gains experience, an unseen gold
     subject (to measure their skill). Then, with probability ``workflow.random_share``, a
-    random unseen subject; otherwise one of the
-    ``TOP_FEW`` highest priorities (acquisition scores of the active model, or a random
-    cold-start order before the first model).
+    random unseen subject; otherwise one of the ``TOP_FEW`` highest priorities (acquisition
+    scores of the active model, or the cold-start order before the first model). ``exclude``:
+    subjects the page already holds. Served from the Redis queue when there is one (leased
+    for a while, so concurrent volunteers spread out), else from the database.
     """
     rng = rng or random.Random()
+    if queue.queue_enabled():
+        try:
+            subject = _next_from_queue(workflow, volunteer_key, rng, tuple(exclude))
+        except queue.QueueUnavailable:
+            subject = None
+        if subject is not None:
+            return subject
+    return _next_from_database(workflow, volunteer_key, rng, tuple(exclude))
+
+
+def _next_from_queue(workflow: Workflow, volunteer_key: str, rng: random.Random, exclude: tuple[int, ...]):
+    """A subject proposed by Redis and confirmed by the database; None lets the database decide."""
+    draw = rng.random()  # gold_share never exceeds gold_share_start: count only when it can matter
+    gold = draw < workflow.gold_share_start and draw < gold_share(
+        workflow, queue.seen_count(workflow_id=workflow.id, volunteer_key=volunteer_key)
+    )
+    random_pick = rng.random() < workflow.random_share
+    for _ in range(3):
+        candidates = queue.queue_candidates(
+            workflow_id=workflow.id,
+            volunteer_key=volunteer_key,
+            gold=gold,
+            random_pick=random_pick,
+            rand=rng.random(),
+            top_few=TOP_FEW,
+            retire_after=workflow.retire_after,
+            exclude=exclude,
+        )
+        if not candidates:  # being rebuilt, or nothing left in Redis: the database has the last word
+            return None
+        servable = _servable(workflow, volunteer_key, candidates, exclude)
+        refused = [sid for sid in candidates if sid not in servable]
+        queue.queue_forget(workflow_id=workflow.id, volunteer_key=volunteer_key, subject_ids=refused)
+        for sid in candidates:
+            if sid in servable:
+                if sid != candidates[0]:
+                    queue.queue_lease(workflow_id=workflow.id, subject_id=sid, volunteer_key=volunteer_key)
+                return servable[sid]
+    return None
+
+
+def _servable(workflow: Workflow, volunteer_key: str, subject_ids: list[int], exclude: tuple[int, ...]):
+    """{id: Subject} of the candidates still active and unseen, in the one query that loads them."""
+    seen = Classification.objects.filter(workflow=workflow, volunteer_key=volunteer_key, subject=OuterRef("pk"))
+    subjects = Subject.objects.filter(
+        pk__in=subject_ids, states__workflow=workflow, states__status=SubjectState.Status.ACTIVE
+    ).exclude(Exists(seen))
+    if exclude:
+        subjects = subjects.exclude(pk__in=exclude)
+    return {s.id: s for s in subjects}
+
+
+def _next_from_database(
+    workflow: Workflow, volunteer_key: str, rng: random.Random, exclude: tuple[int, ...]
+) -> Subject | None:
     seen = Classification.objects.filter(workflow=workflow, volunteer_key=volunteer_key)
     pool = (
         SubjectState.objects.filter(workflow=workflow, status=SubjectState.Status.ACTIVE)

@@ -62,13 +62,10 @@ def classification_submit(
     existing = Classification.objects.filter(client_uuid=client_uuid).first()
     if existing is not None:
         return _replayed(existing, workflow, subject_id, volunteer_key)
-    try:
-        path = tasktree.validate_annotation(workflow.task_tree, annotation)
-    except tasktree.TaskTreeError as exc:
-        raise ClassificationError(f"annotation does not fit the workflow's questions: {exc}", "bad_annotation") from exc
+    path = validated_annotation(workflow, annotation)
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
         raise ClassificationError(f"comment must be text of at most {MAX_COMMENT} characters", "bad_comment")
-    drawn = _validated_marks(workflow, subject_id, [] if marks is None else marks)
+    drawn = validated_marks(workflow, subject_id, [] if marks is None else marks)
     try:
         with transaction.atomic():
             classification, crossed, gold = _record(
@@ -102,8 +99,16 @@ def classification_submit(
     return SubmitResult(classification=classification, created=True, feedback=gold_feedback(workflow, path, gold))
 
 
-def _validated_marks(workflow: Workflow, subject_id: int, marks: object) -> list[dict]:
-    """Marks checked against the workflow's tools and clipped to the subject's image."""
+def validated_annotation(workflow: Workflow, annotation: object) -> list[dict]:
+    """The annotation as a path through the workflow's tree, or ClassificationError ``bad_annotation``."""
+    try:
+        return tasktree.validate_annotation(workflow.task_tree, annotation)
+    except tasktree.TaskTreeError as exc:
+        raise ClassificationError(f"annotation does not fit the workflow's questions: {exc}", "bad_annotation") from exc
+
+
+def validated_marks(workflow: Workflow, subject_id: int, marks: object) -> list[dict]:
+    """Marks checked against the workflow's tools and clipped to the subject's image (``bad_marks``)."""
     spec = workflow.task_tree.get("marks")
     shape = None
     if spec:  # only drawing workflows pay for reading the subject's shape
@@ -134,7 +139,7 @@ def gold_feedback(workflow: Workflow, path: list[dict], gold_answers: dict | Non
 
 def _maybe_train(workflow: Workflow) -> None:
     """The classification is saved: a failing trigger is logged (beat's sweep catches up), never raised."""
-    from labeler.learning.services import training_maybe_queue
+    from labeler.learning.triggers import training_maybe_queue
 
     try:
         training_maybe_queue(workflow=workflow)

@@ -22,14 +22,6 @@ from mlcore.models.spectrum import SpectrumCNN, SpectrumInputConfig, preprocess_
 EMBED_BATCH = 256
 
 
-MODEL_KINDS = {Workflow.Kind.IMAGE: "question_head", Workflow.Kind.SPECTRUM: "spectrum_cnn"}
-
-
-def model_kind(workflow: Workflow) -> str | None:
-    """The model the loop trains for this workflow; None for field workflows (no detector in the loop yet)."""
-    return MODEL_KINDS.get(workflow.kind)
-
-
 def labelled_counts(workflow: Workflow, layout) -> tuple[list[int], np.ndarray]:
     """Subjects with at least ``label_min_votes`` votes and their counts (N, A) in layout order."""
     rows = (

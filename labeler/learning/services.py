@@ -1,14 +1,13 @@
-"""The learning loop: queue training when labels accumulate, train, register, score the pool.
+"""The learning loop in the worker: embed, train, register, score the pool, publish priorities.
 
-``training_maybe_queue`` runs in the web process after a submit; everything else runs in
-a Celery worker (``labeler.learning.tasks``) on the ``gpu`` queue.
+Everything here runs in a Celery worker (``labeler.learning.tasks``) on the ``gpu`` queue and
+imports torch; what the web process runs (when to train) is in ``triggers.py``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Set as AbstractSet
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,116 +15,66 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from kombu.exceptions import OperationalError as KombuOperationalError
 
-from labeler.classifications.models import Consensus
+from labeler.classifications import queue
 from labeler.learning import datasets
 from labeler.learning.models import ModelVersion, Prediction
-from labeler.subjects.models import Subject
+from labeler.learning.triggers import LEASE, training_maybe_queue
+from labeler.subjects.models import Subject, SubjectEmbedding
 from labeler.workflows.models import SubjectState, Workflow
-from mlcore import acquisition, checkpoints, tasktree
+from mlcore import acquisition, batch_selection, checkpoints, tasktree
 from mlcore.consensus import model_confusion
 from mlcore.predict import mc_dropout_probs, question_slice
 from mlcore.train import TrainConfig, fit, split_indices
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(minutes=5)  # a run silent this long is orphaned: its task is sent again
-STALE_AFTER = timedelta(hours=2)  # a version still unfinished this long is given up as failed
-MIN_TRAINING_LABELS = 4  # mlcore.train.fit needs a train and a held-out split
-
-
-def labelled_count(workflow: Workflow) -> int:
-    return Consensus.objects.filter(workflow=workflow, n_classifications__gte=workflow.label_min_votes).count()
-
-
-def training_maybe_queue(*, workflow: Workflow, force: bool = False) -> ModelVersion | None:
-    """Queue a training when ``train_min_new_labels`` labels arrived since the last model.
-
-    Debounced: at most one version per workflow is queued or training at a time (the
-    workflow row lock serialises concurrent submits). An orphaned run (its message lost
-    to a dead broker, or its worker killed) is sent again instead.
-    """
-    with transaction.atomic():
-        workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
-        _fail_stale_versions(workflow)
-        running = ModelVersion.objects.filter(workflow=workflow, status__in=ModelVersion.IN_PROGRESS).first()
-        if running is not None:
-            if _is_orphaned(running):
-                _send_training_on_commit(running.id)
-            return None
-        labels = labelled_count(workflow)
-        last = ModelVersion.objects.filter(workflow=workflow).exclude(status=ModelVersion.Status.FAILED).last()
-        since = labels - (last.label_count if last else 0)
-        if (not force and since < workflow.train_min_new_labels) or labels < MIN_TRAINING_LABELS:
-            return None
-        version = ModelVersion.objects.create(
-            workflow=workflow,
-            number=_next_number(workflow),
-            kind=datasets.model_kind(workflow),
-            parent=ModelVersion.objects.filter(workflow=workflow, status=ModelVersion.Status.ACTIVE).first(),
-            label_count=labels,
-            heartbeat_at=timezone.now(),
-        )
-        _send_training_on_commit(version.id)
-    log.info("queued training of %s with %d labels", version, labels)
-    return version
-
-
-def training_sweep() -> int:
-    """Backstop run by Celery beat: resend orphaned runs and catch up missed triggers."""
-    queued = 0
-    for workflow in Workflow.objects.filter(active=True):
-        queued += training_maybe_queue(workflow=workflow) is not None
-    return queued
-
-
-def _send_training_on_commit(version_id: int) -> None:
-    from labeler.learning.tasks import train_model_version
-
-    def send() -> None:
-        try:
-            train_model_version.delay(version_id)
-        except (KombuOperationalError, ConnectionError, OSError) as exc:
-            # The classification that triggered this is already saved; the sweep resends.
-            log.warning("broker unreachable, training of version %s not sent yet: %s", version_id, exc)
-
-    transaction.on_commit(send)
-
-
-def _is_orphaned(version: ModelVersion) -> bool:
-    """No sign of life for LEASE: its message or its worker is gone."""
-    return version.heartbeat_at is None or version.heartbeat_at < timezone.now() - LEASE
-
-
-def _next_number(workflow: Workflow) -> int:
-    last = ModelVersion.objects.filter(workflow=workflow).order_by("-number").first()
-    return (last.number if last else 0) + 1
-
-
-def _fail_stale_versions(workflow: Workflow) -> None:
-    cutoff = timezone.now() - STALE_AFTER
-    ModelVersion.objects.filter(
-        workflow=workflow, status__in=ModelVersion.IN_PROGRESS, created_at__lt=cutoff
-    ).update(status=ModelVersion.Status.FAILED, error="no result after repeated attempts (worker lost?)")
-
-
-EMBED_TASK_CHUNK = 500
-
-
-def embeddings_queue(*, subject_ids: list[int]) -> None:
-    """After commit, queue embedding of these image subjects in chunks (gpu queue)."""
-    from labeler.learning.tasks import embed_subjects
-
-    for start in range(0, len(subject_ids), EMBED_TASK_CHUNK):
-        chunk = subject_ids[start : start + EMBED_TASK_CHUNK]
-        transaction.on_commit(lambda chunk=chunk: embed_subjects.delay(chunk))
 
 
 def embeddings_precompute(*, subject_ids: list[int]) -> int:
     """Compute and cache missing embeddings; subjects deleted meanwhile are skipped."""
     existing = list(Subject.objects.filter(pk__in=subject_ids, kind=Subject.Kind.IMAGE).values_list("pk", flat=True))
     datasets.embeddings(existing, datasets.image_backbone())
+    for workflow in Workflow.objects.filter(active=True, kind=Workflow.Kind.IMAGE, states__subject_id__in=existing[:1]):
+        cold_start_prioritise(workflow=workflow)
     return len(existing)
+
+
+COLD_START_BASE = 2.0  # above the random [0, 1) priorities given at ingest
+COLD_START_SAMPLE = 20_000  # k-means on at most this many embeddings
+
+
+def cold_start_prioritise(*, workflow: Workflow) -> int:
+    """Before the first model, serve typical objects first: the embeddings' k-means representatives.
+
+    ``train_min_new_labels`` subjects (what the first model needs) nearest the centroids of
+    a k-means on the cached embeddings get priorities above the random cold-start order, so
+    the first model learns from the bulk of the sky rather than from whatever came first.
+    Runs once, while no model has scored the pool; returns the number prioritised.
+    """
+    if ModelVersion.objects.filter(workflow=workflow, scored_at__isnull=False).exists():
+        return 0
+    unscored = SubjectState.objects.filter(
+        workflow=workflow, status=SubjectState.Status.ACTIVE, priority_version__isnull=True
+    )
+    if unscored.filter(priority__gte=COLD_START_BASE).exists():
+        return 0  # already done
+    rows = list(
+        SubjectEmbedding.objects.filter(subject__states__in=unscored, backbone=datasets.image_backbone().name)
+        .order_by("?")
+        .values_list("subject_id", "vector")[:COLD_START_SAMPLE]
+    )
+    k = min(workflow.train_min_new_labels, len(rows))
+    if k < 2:
+        return 0
+    X = np.stack([np.frombuffer(bytes(vector), dtype="<f4") for _, vector in rows])  # (N, D)
+    picks = batch_selection.representative_points(X, k, seed=workflow.id)
+    with transaction.atomic():
+        for rank, index in enumerate(picks):  # the most typical first: k-means order is arbitrary
+            unscored.filter(subject_id=rows[index][0]).update(priority=COLD_START_BASE + (k - rank) / k)
+    if settings.SKYLOOP_QUEUE:
+        queue.queue_publish(workflow_id=workflow.id, version=0)
+    log.info("cold start of %s: %d representative subjects first", workflow, k)
+    return k
 
 
 def model_version_claim(*, model_version_id: int) -> ModelVersion | None:
@@ -231,14 +180,22 @@ def _activate(version: ModelVersion) -> None:
 
 
 def model_version_score_pool(
-    *, model_version: ModelVersion, trained_on: AbstractSet[int] = frozenset(), batch: int = 2048
+    *,
+    model_version: ModelVersion,
+    trained_on: AbstractSet[int] = frozenset(),
+    batch: int = 2048,
+    interest: tuple[str, list[int]] | None = None,
+    interest_weight: float = 0.0,
 ) -> int:
     """Predict every active subject with MC dropout and replace their priorities.
 
-    Priorities are written only where no newer version has already written them, so a late
-    run of an old version cannot overwrite a newer one. ``trained_on`` marks the predictions
-    the model-as-voter must ignore; a re-score that omits it lets the model echo its training
-    votes. Returns the number scored.
+    The priority is ``workflow.acquisition`` ("bald", "powerbald", "entropy" or "margin";
+    mlcore.acquisition.priorities), optionally boosted for likely interesting objects:
+    ``interest = (task, [answers])`` and ``interest_weight`` > 0. Priorities are written only
+    where no newer version has already written them, so a late run of an old version cannot
+    overwrite a newer one; then the whole queue is published to Redis under this version.
+    ``trained_on`` marks the predictions the model-as-voter must ignore; a re-score that
+    omits it lets the model echo its training votes. Returns the number scored.
     """
     workflow = model_version.workflow
     model, meta = checkpoints.load_checkpoint(model_version.checkpoint_dir)
@@ -253,18 +210,36 @@ def model_version_score_pool(
         chunk = subject_ids[start : start + batch]
         X, _ = datasets.features(workflow, chunk)
         probs = mc_dropout_probs(model, X, layout, n_samples=workflow.mc_samples, seed=model_version.number)
-        _store_scores(model_version, workflow, layout, root, chunk, probs, trained_on)
+        rng = np.random.default_rng([model_version.number, start])  # PowerBALD's draw, reproducible
+        score = acquisition.priorities(
+            probs,
+            layout,
+            method=workflow.acquisition,
+            rng=rng,
+            interest_score=_interest(probs, layout, interest),
+            interest_weight=interest_weight,
+        )
+        _store_scores(model_version, workflow, layout, root, chunk, probs, trained_on, score)
         _progress(model_version, 0.7 + 0.3 * min(1.0, (start + len(chunk)) / max(1, len(subject_ids))))
+    if settings.SKYLOOP_QUEUE:  # every priority is written: the new order goes live at once
+        queue.queue_publish(workflow_id=workflow.id, version=model_version.id)
     ModelVersion.objects.filter(pk=model_version.pk).update(scored_at=timezone.now(), progress=1.0)
     return len(subject_ids)
 
 
-def _store_scores(version, workflow, layout, root, subject_ids, probs, trained_on) -> None:
-    """probs: (N, A, S) MC-dropout probabilities for ``subject_ids``."""
+def _interest(probs: np.ndarray, layout, interest: tuple[str, list[int]] | None) -> np.ndarray | None:
+    """(N,) probability of the answers ``interest = (task, [answer, ...])`` marks as worth finding."""
+    if interest is None:
+        return None
+    task, answers = interest
+    return acquisition.interest(probs[:, question_slice(layout, task), :], answers)
+
+
+def _store_scores(version, workflow, layout, root, subject_ids, probs, trained_on, score: np.ndarray) -> None:
+    """probs: (N, A, S) MC-dropout probabilities for ``subject_ids``; score: (N,) their priorities."""
     root_probs = probs[:, question_slice(layout, root), :]  # (N, C_root, S)
     entropy = acquisition.predictive_entropy(root_probs)
     bald = acquisition.tree_scores(probs, layout, method="bald")
-    score = bald if workflow.acquisition == "bald" else acquisition.tree_scores(probs, layout, method="entropy")
     mean = probs.mean(axis=2)  # (N, A)
     with transaction.atomic():
         Prediction.objects.filter(model_version=version, subject_id__in=subject_ids).delete()

@@ -122,7 +122,7 @@ def _wcs_cards(wcs) -> dict:
 
 def subjects_create(*, project: Project, new_subjects: Iterable[NewSubject]) -> list[Subject]:
     """Store the files and create Subject rows (+ their state in each matching workflow)."""
-    from labeler.learning.services import embeddings_queue
+    from labeler.learning.triggers import embeddings_queue
     from labeler.workflows.services import subject_is_field, subject_states_attach
 
     new_subjects = list(new_subjects)

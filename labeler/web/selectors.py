@@ -4,7 +4,7 @@ from django.db.models import Count, Q
 
 from labeler.classifications.models import Classification
 from labeler.learning.models import ModelVersion
-from labeler.learning.services import labelled_count
+from labeler.learning.triggers import labelled_count
 from labeler.workflows.models import SubjectState, Workflow
 
 

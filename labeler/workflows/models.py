@@ -51,7 +51,11 @@ class Workflow(models.Model):
     gold_share_start = models.FloatField(default=0.5)
     gold_share_floor = models.FloatField(default=0.02)
     gold_half_life = models.PositiveIntegerField(default=10)
-    acquisition = models.CharField(max_length=16, default="bald", choices=[("bald", "BALD"), ("entropy", "Entropy")])
+    acquisition = models.CharField(
+        max_length=16,
+        default="bald",
+        choices=[("bald", "BALD"), ("powerbald", "PowerBALD"), ("entropy", "Entropy"), ("margin", "Margin")],
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

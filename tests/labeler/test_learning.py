@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from labeler.classifications.services import classification_submit
-from labeler.learning import services
+from labeler.learning import services, triggers
 from labeler.learning.models import ModelVersion, Prediction
 from labeler.workflows.models import SubjectState
 from mlcore.simulate import sky
@@ -52,7 +52,7 @@ def test_it_queues_one_training_on_commit_when_enough_labels_arrive(trainable, d
 def test_it_does_not_queue_a_second_training_while_one_is_in_progress(trainable):
     label_subjects(trainable, 12)
     assert ModelVersion.objects.count() == 1
-    assert services.training_maybe_queue(workflow=trainable, force=True) is None
+    assert triggers.training_maybe_queue(workflow=trainable, force=True) is None
 
 
 def test_training_registers_a_checkpoint_and_writes_priorities_for_the_active_pool(trainable):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-BENCHMARKS = ["loop", "consensus"]
+BENCHMARKS = ["loop", "consensus", "volunteer", "active", "models", "export"]
 
 
 def setup_django() -> None:

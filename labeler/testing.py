@@ -36,6 +36,7 @@ def subprocess_env() -> dict[str, str]:
     env["DATABASE_URL"] = database_url_for_subprocess()
     env["SKYLOOP_GPU_QUEUE"] = settings.GPU_QUEUE
     env["SKYLOOP_VAR_DIR"] = str(settings.VAR_DIR)
+    env["SKYLOOP_QUEUE_PREFIX"] = settings.SKYLOOP_QUEUE_PREFIX
     return env
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,21 @@ from labeler.testing import purge_gpu_queue, start_worker
 def pytest_configure(config):
     # Tests write media, checkpoints and queue files under SKYLOOP_VAR_DIR (make test sets var/test).
     Path(settings.MEDIA_ROOT).mkdir(parents=True, exist_ok=True)
+    # Redis outlives a run but the test database's ids restart: a key prefix of this run's own
+    # keeps an earlier run's queues out (worker subprocesses inherit it via subprocess_env).
+    settings.SKYLOOP_QUEUE_PREFIX = f"skyloop-test-{uuid.uuid4().hex[:8]}"
+
+
+def pytest_unconfigure(config):
+    if settings.SKYLOOP_QUEUE and settings.SKYLOOP_QUEUE_URL:
+        import redis
+
+        try:
+            client = redis.Redis.from_url(settings.SKYLOOP_QUEUE_URL, socket_timeout=2)
+            for key in client.scan_iter(f"{settings.SKYLOOP_QUEUE_PREFIX}:*", count=1000):
+                client.delete(key)
+        except redis.RedisError:
+            pass  # Redis is gone: nothing of ours to clean up
 
 
 def require_services() -> bool:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from mlcore.device import amp_enabled, best_device
 from mlcore.models.dla import DLA_MIN_LOG_NHI, DLAFinderNet, Sightline, window_data
-from mlcore.train import _batches, _snapshot, split_indices  # shared with the vote-count trainer
+from mlcore.train import EarlyStopping, batches, split_indices
 
 Progress = Callable[[int, int, dict], None]
 
@@ -109,7 +109,7 @@ def train_one_epoch(
     """One pass in random order; returns the mean total loss per batch."""
     model.train()
     losses = []
-    for idx in _batches(torch.randperm(data[0].shape[0], generator=generator), config.batch_size):
+    for idx in batches(torch.randperm(data[0].shape[0], generator=generator), config.batch_size):
         xb, label, offset, log_nhi, valid = (t[idx].to(device) for t in data)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp_enabled(device)):
             out = model(xb)  # (B, 3, K)
@@ -133,7 +133,7 @@ def evaluate(
     model.eval()
     n = data[0].shape[0]
     totals = {"loss": 0.0, "cls": 0.0, "offset": 0.0, "log_nhi": 0.0}
-    for idx in _batches(torch.arange(n), config.batch_size):
+    for idx in batches(torch.arange(n), config.batch_size):
         xb, label, offset, log_nhi, valid = (t[idx].to(device) for t in data)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp_enabled(device)):
             out = model(xb)
@@ -190,12 +190,12 @@ def train_dla_finder(
     train_idx, val_idx = split_indices(len(sightlines), config.val_fraction, config.seed)
     train, held_out = data.tensors(train_idx), data.tensors(val_idx)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = config.epochs * len(_batches(torch.arange(len(train_idx)), config.batch_size))
+    steps = config.epochs * len(batches(torch.arange(len(train_idx)), config.batch_size))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_enabled(device))
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
-    best = {"loss": math.inf, "epoch": 0, "state": None}
+    stopping = EarlyStopping(model, config.patience)
     for epoch in range(1, config.epochs + 1):
         train_loss = train_one_epoch(model, train, optimizer, scheduler, scaler, config, device, generator)
         val = evaluate(model, held_out, config, device)
@@ -210,14 +210,11 @@ def train_dla_finder(
         if progress is not None:
             progress(epoch, config.epochs, {"train_loss": train_loss, "val_loss": val["loss"]})
         score = val["loss"] if math.isfinite(val["loss"]) else train_loss
-        if score < best["loss"]:
-            best = {"loss": score, "epoch": epoch, "state": _snapshot(model)}
-        elif epoch - best["epoch"] >= config.patience:
+        if stopping.update(model, epoch, score):
             break
         if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
             break
-    model.load_state_dict(best["state"])
-    model.eval()
+    stopping.restore(model)
     val = evaluate(model, held_out, config, device)
     metrics = {
         "val_loss": val["loss"],
@@ -225,7 +222,7 @@ def train_dla_finder(
         "n_train": float(len(train_idx)),
         "n_val": float(len(val_idx)),
         "epochs_run": float(len(history)),
-        "best_epoch": float(best["epoch"]),
+        "best_epoch": float(stopping.epoch),
         "seconds": time.perf_counter() - started,
     }
     return DLATrainResult(model=model, metrics=metrics, history=history)

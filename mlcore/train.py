@@ -102,7 +102,7 @@ def _validate(X: np.ndarray, counts: np.ndarray, layout: Layout) -> None:
         raise ValueError("counts hold no votes")
 
 
-def _batches(idx: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+def batches(idx: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Split indices into batches; a trailing batch of one is merged (BatchNorm needs 2)."""
     chunks = list(torch.split(idx, batch_size))
     if len(chunks) > 1 and chunks[-1].numel() == 1:
@@ -141,7 +141,7 @@ def train_one_epoch(
     model.train()
     order = torch.randperm(X.shape[0], generator=generator)
     weighted, votes = 0.0, 0.0
-    for idx in _batches(order, config.batch_size):
+    for idx in batches(order, config.batch_size):
         cb = counts[idx].to(device)  # (B, A)
         n_votes = float(cb.sum())
         if n_votes <= 0:
@@ -209,8 +209,30 @@ def evaluate(
     return metrics
 
 
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class EarlyStopping:
+    """Keep the weights of the epoch with the lowest score; stop after ``patience`` epochs without one."""
+
+    def __init__(self, model: nn.Module, patience: int):
+        self.patience = patience
+        self.score = math.inf
+        self.epoch = 0
+        self.state = snapshot(model)
+
+    def update(self, model: nn.Module, epoch: int, score: float) -> bool:
+        """Record this epoch's score (lower is better); True when training should stop."""
+        if score < self.score:
+            self.score, self.epoch, self.state = score, epoch, snapshot(model)
+            return False
+        return epoch - self.epoch >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the best weights and leave the model in eval mode."""
+        model.load_state_dict(self.state)
+        model.eval()
 
 
 def _to_tensors(X: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,7 +289,7 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_enabled(device))
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
-    best = {"score": math.inf, "epoch": 0, "state": _snapshot(model)}
+    stopping = EarlyStopping(model, config.patience)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)  # dropout masks
         for epoch in range(1, config.epochs + 1):
@@ -277,14 +299,11 @@ def fit(
             if progress is not None:
                 progress(epoch, config.epochs, {"train_loss": train_loss, "val_loss": val_loss})
             score = val_loss if math.isfinite(val_loss) else train_loss  # no val votes: monitor train
-            if score < best["score"]:
-                best = {"score": score, "epoch": epoch, "state": _snapshot(model)}
-            elif epoch - best["epoch"] >= config.patience:
+            if stopping.update(model, epoch, score):
                 break
-    model.load_state_dict(best["state"])
-    model.eval()
+    stopping.restore(model)
     val = evaluate(model, X_va, c_va, layout, config.batch_size, device)
-    best_row = history[best["epoch"] - 1] if best["epoch"] else {"train_loss": float("nan")}
+    best_row = history[stopping.epoch - 1] if stopping.epoch else {"train_loss": float("nan")}
     metrics = {
         "val_loss": val["loss"],
         "train_loss": best_row["train_loss"],
@@ -293,7 +312,7 @@ def fit(
         "n_train": float(len(train_idx)),
         "n_val": float(len(val_idx)),
         "epochs_run": float(len(history)),
-        "best_epoch": float(best["epoch"]),
+        "best_epoch": float(stopping.epoch),
         "seconds": time.perf_counter() - started,
     }
     return TrainResult(model=model, metrics=metrics, history=history)

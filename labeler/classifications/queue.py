@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Max
 
+from labeler.classifications import queue_scripts as lua
 from labeler.classifications.models import Classification
 from labeler.workflows.models import SubjectState
 
@@ -151,161 +152,9 @@ class _Keys:
         return f"{self.base}:tmp:{name}:{uuid.uuid4().hex}"
 
 
-# Shared by the scripts below: expire old leases, count holders, take a lease.
-# KEYS[3] lease, KEYS[7] held, KEYS[8] votes.
-_LEASES = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function expire_leases(now)
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 500)) do
-    redis.call('ZREM', KEYS[3], member)
-    local sid = string.match(member, '^(%d+)|')
-    if redis.call('HINCRBY', KEYS[7], sid, -1) <= 0 then redis.call('HDEL', KEYS[7], sid) end
-  end
-end
-local function take_lease(sid, volunteer, until_ms)
-  if redis.call('ZADD', KEYS[3], until_ms, sid .. '|' .. volunteer) == 1 then
-    redis.call('HINCRBY', KEYS[7], sid, 1)
-  end
-end
-local function has_room(sid, retire_after)
-  local held = tonumber(redis.call('HGET', KEYS[7], sid) or '0')
-  if held == 0 then return true end
-  local votes = tonumber(redis.call('HGET', KEYS[8], sid) or '0')
-  return held < retire_after - votes
-end
-"""
-
-# KEYS: queue gold lease seen meta sync held votes.  ARGV: gold? random? top_few rand lease_ms sync_ms
-# seen_ttl scan_chunk max_scan alternates random_probe volunteer retire_after, then the excluded ids.
-# Returns {status, sync_due, chosen, alternates...}; status 1: queue not built, 2: seen set not loaded.
-_SELECT = (
-    _LEASES
-    + """
-if redis.call('EXISTS', KEYS[5]) == 0 then return {1, 0} end
-if redis.call('EXISTS', KEYS[4]) == 0 then return {2, 0} end
-redis.call('EXPIRE', KEYS[4], ARGV[7])
-local now = now_ms()
-expire_leases(now)
-local sync = 0
-if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[6]) then sync = 1 end
-local retire_after = tonumber(ARGV[13])
-local excluded = {}
-for i = 14, #ARGV do excluded[ARGV[i]] = true end
-local function unseen(ids)
-  if #ids == 0 then return {} end
-  local flags = redis.call('SMISMEMBER', KEYS[4], unpack(ids))
-  local out = {}
-  for i, id in ipairs(ids) do
-    if flags[i] == 0 and not excluded[id] then out[#out + 1] = id end
-  end
-  return out
-end
-local function answer(pool)
-  local pick = math.floor(tonumber(ARGV[4]) * #pool) + 1
-  local out = {0, sync, pool[pick]}
-  for i = 1, #pool do
-    if i ~= pick and #out < 3 + tonumber(ARGV[10]) then out[#out + 1] = pool[i] end
-  end
-  take_lease(pool[pick], ARGV[12], now + tonumber(ARGV[5]))
-  return out
-end
-if ARGV[1] == '1' then
-  local gold = unseen(redis.call('SRANDMEMBER', KEYS[2], tonumber(ARGV[11])))
-  if #gold > 0 then return answer(gold) end
-end
-if ARGV[2] == '1' then
-  local free = {}
-  for _, id in ipairs(unseen(redis.call('ZRANDMEMBER', KEYS[1], tonumber(ARGV[11])))) do
-    if has_room(id, retire_after) then free[#free + 1] = id end
-  end
-  if #free > 0 then return answer(free) end
-end
-local want, chunk, limit = tonumber(ARGV[3]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local free, busy, start = {}, {}, 0
-while #free < want and start < limit do
-  local ids = redis.call('ZREVRANGE', KEYS[1], start, start + chunk - 1)
-  if #ids == 0 then break end
-  for _, id in ipairs(unseen(ids)) do
-    if not has_room(id, retire_after) then
-      if #busy < want then busy[#busy + 1] = id end
-    elseif #free < want then
-      free[#free + 1] = id
-    end
-  end
-  start = start + chunk
-end
-if #free > 0 then return answer(free) end
-if #busy > 0 then return answer(busy) end
-return {0, sync}
-"""
-)
-
-# KEYS: _ _ lease _ _ _ held votes.  ARGV: subject volunteer lease_ms
-_LEASE = _LEASES + "take_lease(ARGV[1], ARGV[2], now_ms() + tonumber(ARGV[3])) return 1"
-
-# KEYS: queue gold meta tmp_queue tmp_gold votes tmp_votes.  ARGV: version built_at watermark.
-# A version older than the published one is refused; UNLINK frees the old set off the main thread.
-_SWAP = """
-local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '-1')
-if current > tonumber(ARGV[1]) then
-  redis.call('DEL', KEYS[4], KEYS[5], KEYS[7])
-  return 0
-end
-for _, pair in ipairs({{1, 4}, {2, 5}, {6, 7}}) do
-  redis.call('UNLINK', KEYS[pair[1]])
-  if redis.call('EXISTS', KEYS[pair[2]]) == 1 then
-    redis.call('RENAME', KEYS[pair[2]], KEYS[pair[1]])
-    redis.call('PERSIST', KEYS[pair[1]])
-  end
-end
-redis.call('HSET', KEYS[3], 'version', ARGV[1], 'built_at', ARGV[2], 'watermark', ARGV[3])
-return 1
-"""
-
-# KEYS: queue gold lease seen meta _ held votes.  ARGV: subject active(1/0) priority gold(1/0) votes
-# volunteer answered(1/0)
-_TOUCH = (
-    _LEASES
-    + """
-if ARGV[7] == '1' then
-  if redis.call('ZREM', KEYS[3], ARGV[1] .. '|' .. ARGV[6]) == 1 then
-    if redis.call('HINCRBY', KEYS[7], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[7], ARGV[1]) end
-  end
-  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('SADD', KEYS[4], ARGV[1]) end
-end
-if redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
-if ARGV[2] == '1' then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  redis.call('HSET', KEYS[8], ARGV[1], ARGV[5])
-  if ARGV[4] == '1' then redis.call('SADD', KEYS[2], ARGV[1]) else redis.call('SREM', KEYS[2], ARGV[1]) end
-else
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('SREM', KEYS[2], ARGV[1])
-  redis.call('HDEL', KEYS[8], ARGV[1])
-end
-return 1
-"""
-)
-
-# KEYS: meta.  ARGV: watermark.  The watermark only moves forward.
-_RAISE_WATERMARK = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'watermark') or '0')
-if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'watermark', ARGV[1]) end
-return 1
-"""
-
-_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
-
-def _script(r: redis.Redis, source: str):
-    return _scripts_for(r, source)
-
-
 @lru_cache(maxsize=32)
-def _scripts_for(r: redis.Redis, source: str):
+def _script(r: redis.Redis, source: str):
+    """A registered script per client: EVALSHA after the first call."""
     return r.register_script(source)
 
 
@@ -331,7 +180,7 @@ def queue_candidates(
     keys = _Keys(workflow_id)
     lease_ms = int(settings.SKYLOOP_QUEUE_LEASE_S * 1000)
     with _redis() as r:
-        select = _script(r, _SELECT)
+        select = _script(r, lua.SELECT)
         args = [
             int(gold),
             int(random_pick),
@@ -376,7 +225,7 @@ def queue_lease(*, workflow_id: int, subject_id: int, volunteer_key: str) -> Non
     keys = _Keys(workflow_id)
     with _redis() as r:
         lease_ms = int(settings.SKYLOOP_QUEUE_LEASE_S * 1000)
-        _script(r, _LEASE)(keys=keys.for_scripts(volunteer_key), args=[subject_id, volunteer_key, lease_ms])
+        _script(r, lua.LEASE)(keys=keys.for_scripts(volunteer_key), args=[subject_id, volunteer_key, lease_ms])
 
 
 def queue_forget(*, workflow_id: int, volunteer_key: str, subject_ids: list[int]) -> None:
@@ -432,7 +281,7 @@ def subjects_queue_touch(*, workflow_id: int, answered: list[tuple[int, str | No
         }
         keys = _Keys(workflow_id)
         with _redis() as r:
-            touch = _script(r, _TOUCH)
+            touch = _script(r, lua.TOUCH)
             pipe = r.pipeline(transaction=False)
             for subject_id, volunteer_key in answered:
                 state = states.get(subject_id)
@@ -531,7 +380,7 @@ def _rebuild_locked(r: redis.Redis, keys: _Keys, workflow_id: int, version: int 
         _build(r, keys, workflow_id, _active_version(workflow_id) if version is None else version)
         return True
     finally:
-        _script(r, _UNLOCK)(keys=[keys.lock], args=[token])
+        _script(r, lua.UNLOCK)(keys=[keys.lock], args=[token])
 
 
 def _build(r: redis.Redis, keys: _Keys, workflow_id: int, version: int) -> bool:
@@ -551,7 +400,7 @@ def _build(r: redis.Redis, keys: _Keys, workflow_id: int, version: int) -> bool:
         for start in range(0, len(votes), WRITE_BATCH):
             r.hset(tmp_votes, mapping=dict(votes[start : start + WRITE_BATCH]))
             r.expire(tmp_votes, REBUILD_LOCK_S)
-        swapped = _script(r, _SWAP)(
+        swapped = _script(r, lua.SWAP)(
             keys=[keys.queue, keys.gold, keys.meta, tmp_queue, tmp_gold, keys.votes, tmp_votes],
             args=[version, time.time(), watermark],
         )
@@ -624,4 +473,4 @@ def _sync_new_states(r: redis.Redis, keys: _Keys, workflow_id: int) -> None:
         if gold:
             pipe.sadd(keys.gold, *gold)
     pipe.execute()
-    _script(r, _RAISE_WATERMARK)(keys=[keys.meta], args=[rows[-1][0]])
+    _script(r, lua.RAISE_WATERMARK)(keys=[keys.meta], args=[rows[-1][0]])

@@ -8,15 +8,9 @@ import pytest
 
 from labeler.classifications.models import Classification
 from labeler.workflows.models import SubjectState
-from tests.browser.volunteer import DESKTOP, PHONE, ClassifyPage, chromium, screenshot
+from tests.browser.volunteer import DESKTOP, PHONE, ClassifyPage, screenshot
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

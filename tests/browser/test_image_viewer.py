@@ -16,13 +16,10 @@ import pytest
 from astropy.visualization import PercentileInterval, ZScaleInterval
 from django.conf import settings
 from PIL import Image
-from playwright.sync_api import sync_playwright
 
 from labeler.subjects.rendering import lupton_rgb
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 BANDS = ("g", "r", "i")
 TOOLS = [
     {"index": 0, "type": "box", "label": "Galaxy", "help": "Drag a box round the galaxy."},
@@ -180,18 +177,6 @@ class ViewerPage:
         self.page.select_option(".iv-band", band)
         self.page.select_option(".iv-stretch", stretch)
         self.page.select_option(".iv-limits", limits)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("Debian chromium is missing: run `make system-deps`")
-    # Playwright's sync API runs an event loop in this thread; the live server's database set-up is synchronous.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -17,14 +17,11 @@ import numpy as np
 import pytest
 from django.conf import settings
 from PIL import Image, ImageDraw
-from playwright.sync_api import sync_playwright
 from scipy.special import wofz
 
 from mlcore.simulate.spectra import SpectrumConfig, simulate_quasar, voigt_optical_depth
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 LYA = 1215.67
 TOOLS = [{"index": 1, "type": "absorber", "label": "Damped Lyman-alpha absorber", "help": "Click the trough centre."},
          {"index": 3, "type": "redshift", "label": "Quasar redshift"}]  # fmt: skip
@@ -129,18 +126,6 @@ window.loading = window.viewer.load({json.dumps(subject)});
         self.page.mouse.down()
         self.page.mouse.move(*self.point(hi, "axis"), steps=5)
         self.page.mouse.up()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("Debian chromium is missing: run `make system-deps`")
-    # Playwright's sync API runs an event loop in this thread; live_server's database set-up is synchronous.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

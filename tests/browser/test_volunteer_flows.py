@@ -7,15 +7,9 @@ import pytest
 from labeler.classifications.models import Classification, Consensus
 from labeler.subjects.models import Subject
 from labeler.workflows.models import SubjectState
-from tests.browser.volunteer import DESKTOP, ClassifyPage, chromium, screenshot
+from tests.browser.volunteer import DESKTOP, ClassifyPage, screenshot
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -1,0 +1,153 @@
+"""The Lua scripts of the Redis subject queue (labeler/classifications/queue.py).
+
+Each runs atomically in Redis, so choosing a subject, leasing it and counting its holders
+cannot interleave between web workers. Key layout: the docstring of queue.py.
+"""
+
+# Shared by the scripts below: expire old leases, count holders, take a lease.
+# KEYS[3] lease, KEYS[7] held, KEYS[8] votes.
+LEASES = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function expire_leases(now)
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 500)) do
+    redis.call('ZREM', KEYS[3], member)
+    local sid = string.match(member, '^(%d+)|')
+    if redis.call('HINCRBY', KEYS[7], sid, -1) <= 0 then redis.call('HDEL', KEYS[7], sid) end
+  end
+end
+local function take_lease(sid, volunteer, until_ms)
+  if redis.call('ZADD', KEYS[3], until_ms, sid .. '|' .. volunteer) == 1 then
+    redis.call('HINCRBY', KEYS[7], sid, 1)
+  end
+end
+local function has_room(sid, retire_after)
+  local held = tonumber(redis.call('HGET', KEYS[7], sid) or '0')
+  if held == 0 then return true end
+  local votes = tonumber(redis.call('HGET', KEYS[8], sid) or '0')
+  return held < retire_after - votes
+end
+"""
+
+# KEYS: queue gold lease seen meta sync held votes.  ARGV: gold? random? top_few rand lease_ms sync_ms
+# seen_ttl scan_chunk max_scan alternates random_probe volunteer retire_after, then the excluded ids.
+# Returns {status, sync_due, chosen, alternates...}; status 1: queue not built, 2: seen set not loaded.
+SELECT = (
+    LEASES
+    + """
+if redis.call('EXISTS', KEYS[5]) == 0 then return {1, 0} end
+if redis.call('EXISTS', KEYS[4]) == 0 then return {2, 0} end
+redis.call('EXPIRE', KEYS[4], ARGV[7])
+local now = now_ms()
+expire_leases(now)
+local sync = 0
+if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[6]) then sync = 1 end
+local retire_after = tonumber(ARGV[13])
+local excluded = {}
+for i = 14, #ARGV do excluded[ARGV[i]] = true end
+local function unseen(ids)
+  if #ids == 0 then return {} end
+  local flags = redis.call('SMISMEMBER', KEYS[4], unpack(ids))
+  local out = {}
+  for i, id in ipairs(ids) do
+    if flags[i] == 0 and not excluded[id] then out[#out + 1] = id end
+  end
+  return out
+end
+local function answer(pool)
+  local pick = math.floor(tonumber(ARGV[4]) * #pool) + 1
+  local out = {0, sync, pool[pick]}
+  for i = 1, #pool do
+    if i ~= pick and #out < 3 + tonumber(ARGV[10]) then out[#out + 1] = pool[i] end
+  end
+  take_lease(pool[pick], ARGV[12], now + tonumber(ARGV[5]))
+  return out
+end
+if ARGV[1] == '1' then
+  local gold = unseen(redis.call('SRANDMEMBER', KEYS[2], tonumber(ARGV[11])))
+  if #gold > 0 then return answer(gold) end
+end
+if ARGV[2] == '1' then
+  local free = {}
+  for _, id in ipairs(unseen(redis.call('ZRANDMEMBER', KEYS[1], tonumber(ARGV[11])))) do
+    if has_room(id, retire_after) then free[#free + 1] = id end
+  end
+  if #free > 0 then return answer(free) end
+end
+local want, chunk, limit = tonumber(ARGV[3]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local free, busy, start = {}, {}, 0
+while #free < want and start < limit do
+  local ids = redis.call('ZREVRANGE', KEYS[1], start, start + chunk - 1)
+  if #ids == 0 then break end
+  for _, id in ipairs(unseen(ids)) do
+    if not has_room(id, retire_after) then
+      if #busy < want then busy[#busy + 1] = id end
+    elseif #free < want then
+      free[#free + 1] = id
+    end
+  end
+  start = start + chunk
+end
+if #free > 0 then return answer(free) end
+if #busy > 0 then return answer(busy) end
+return {0, sync}
+"""
+)
+
+# KEYS: _ _ lease _ _ _ held votes.  ARGV: subject volunteer lease_ms
+LEASE = LEASES + "take_lease(ARGV[1], ARGV[2], now_ms() + tonumber(ARGV[3])) return 1"
+
+# KEYS: queue gold meta tmp_queue tmp_gold votes tmp_votes.  ARGV: version built_at watermark.
+# A version older than the published one is refused; UNLINK frees the old set off the main thread.
+SWAP = """
+local current = tonumber(redis.call('HGET', KEYS[3], 'version') or '-1')
+if current > tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[7])
+  return 0
+end
+for _, pair in ipairs({{1, 4}, {2, 5}, {6, 7}}) do
+  redis.call('UNLINK', KEYS[pair[1]])
+  if redis.call('EXISTS', KEYS[pair[2]]) == 1 then
+    redis.call('RENAME', KEYS[pair[2]], KEYS[pair[1]])
+    redis.call('PERSIST', KEYS[pair[1]])
+  end
+end
+redis.call('HSET', KEYS[3], 'version', ARGV[1], 'built_at', ARGV[2], 'watermark', ARGV[3])
+return 1
+"""
+
+# KEYS: queue gold lease seen meta _ held votes.  ARGV: subject active(1/0) priority gold(1/0) votes
+# volunteer answered(1/0)
+TOUCH = (
+    LEASES
+    + """
+if ARGV[7] == '1' then
+  if redis.call('ZREM', KEYS[3], ARGV[1] .. '|' .. ARGV[6]) == 1 then
+    if redis.call('HINCRBY', KEYS[7], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[7], ARGV[1]) end
+  end
+  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('SADD', KEYS[4], ARGV[1]) end
+end
+if redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
+if ARGV[2] == '1' then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  redis.call('HSET', KEYS[8], ARGV[1], ARGV[5])
+  if ARGV[4] == '1' then redis.call('SADD', KEYS[2], ARGV[1]) else redis.call('SREM', KEYS[2], ARGV[1]) end
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[8], ARGV[1])
+end
+return 1
+"""
+)
+
+# KEYS: meta.  ARGV: watermark.  The watermark only moves forward.
+RAISE_WATERMARK = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'watermark') or '0')
+if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'watermark', ARGV[1]) end
+return 1
+"""
+
+UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"

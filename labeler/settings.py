@@ -76,6 +76,8 @@ INSTALLED_APPS = [
     "labeler.classifications",
     "labeler.learning",
     "labeler.catalogs",
+    "labeler.review",
+    "labeler.dashboard",
     "labeler.api",
     "labeler.web",
 ]

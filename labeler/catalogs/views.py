@@ -1,27 +1,29 @@
-"""The staff page of catalog exports: start one, watch the progress bars, download the files."""
+"""The catalog exports page (admins: every workflow; scientists: their projects'): start one,
+watch the progress bars, download the files."""
 
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
+from labeler.catalogs.api import visible_jobs
 from labeler.catalogs.models import ExportJob
 from labeler.catalogs.rows import CatalogFilterError, CatalogFilters
 from labeler.catalogs.services import CatalogExportError, export_job_create
+from labeler.roles import require_scientist_of, scientist_project_ids, scientist_required
 from labeler.workflows.models import Workflow
 
 RUNNING = (ExportJob.Status.QUEUED, ExportJob.Status.RUNNING)
 
 
-@staff_member_required
+@scientist_required
 @require_http_methods(["GET", "POST"])
 def exports_page(request):
     if request.method == "POST":
         return _start(request)
-    jobs = list(ExportJob.objects.select_related("workflow__project", "created_by").order_by("-id")[:50])
+    jobs = list(visible_jobs(request.user).select_related("workflow__project", "created_by").order_by("-id")[:50])
     context = {
         "jobs": jobs,
-        "workflows": Workflow.objects.select_related("project").order_by("id"),
+        "workflows": _workflows(request.user),
         "formats": ExportJob.Format.choices,
         "refresh": any(job.status in RUNNING for job in jobs),
     }
@@ -30,6 +32,7 @@ def exports_page(request):
 
 def _start(request):
     workflow = get_object_or_404(Workflow, pk=_int(request.POST.get("workflow"), -1))
+    require_scientist_of(request.user, workflow.project_id)
     try:
         filters = CatalogFilters(
             retired_only=request.POST.get("retired_only") == "on",
@@ -42,6 +45,12 @@ def _start(request):
     else:
         messages.success(request, f"Export {job.id} of {workflow} queued.")
     return redirect("exports")
+
+
+def _workflows(user):
+    allowed = scientist_project_ids(user)
+    workflows = Workflow.objects.select_related("project").order_by("id")
+    return workflows if allowed is None else workflows.filter(project_id__in=allowed)
 
 
 def _int(text: str | None, default: int) -> int:

@@ -57,3 +57,23 @@ class SubjectEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.backbone} of subject {self.subject_id}"
+
+
+class ProjectMembership(models.Model):
+    """A person's role in one project. Admins (``is_staff``) need no membership."""
+
+    class Role(models.TextChoices):
+        SCIENTIST = "scientist", "project scientist"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="project_memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.SCIENTIST)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique_project_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} — {self.role} of {self.project}"

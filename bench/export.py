@@ -4,8 +4,9 @@ Only the tables an export reads are filled (subjects, their states, consensus fo
 question, one prediction each; no FITS files), column-wise with numpy and pyarrow and loaded
 in bulk: PostgreSQL ``COPY ... FROM STDIN`` when ``DATABASE_URL`` points at PostgreSQL, else
 ``executemany`` in large SQLite transactions. Then ``manage.py export_catalog`` runs in a
-child process per format: its wall time (Django start-up included) and its peak resident
-memory (``wait4`` rusage) are the figures. ``SKYLOOP_BENCH_EXPORT_ROWS`` makes a smaller run
+child process per format: its wall time (Django start-up included), its CPU time (user +
+system, which other jobs sharing the machine do not inflate) and its peak resident memory
+(VmHWM) are the figures. ``SKYLOOP_BENCH_EXPORT_ROWS`` makes a smaller run
 for a quick check.
 """
 
@@ -55,13 +56,14 @@ def run(results: Path) -> dict:
             began = time.monotonic()
             with tempfile.TemporaryFile() as log:  # a file, not a pipe: the child never blocks on its output
                 child = subprocess.Popen(args, cwd=ROOT, env=subprocess_env(), stdout=log, stderr=log)
-                rss_mb = _peak_rss_mb(child)
+                rss_mb, cpu = _peak_rss_mb(child)
                 seconds = time.monotonic() - began
                 if child.returncode != 0:
                     log.seek(0)
                     raise SystemExit(f"export_catalog --format {fmt} failed:\n{log.read().decode()[-3000:]}")
             peak = max(peak, rss_mb)
             figures[f"{fmt}_seconds"] = round(seconds, 2)
+            figures[f"{fmt}_cpu_seconds"] = round(cpu, 2)  # user + system: what other jobs on the machine do not change
             figures[f"{fmt}_rss_mb"] = round(rss_mb, 1)
             figures[f"{fmt}_mb"] = round(out.stat().st_size / 2**20, 1)
             out.unlink()
@@ -71,11 +73,11 @@ def run(results: Path) -> dict:
     return figures
 
 
-def _peak_rss_mb(child: subprocess.Popen) -> float:
-    """The child's peak resident memory (VmHWM), read until it exits.
+def _peak_rss_mb(child: subprocess.Popen) -> tuple[float, float]:
+    """The child's peak resident memory (VmHWM), read until it exits, and its CPU seconds.
 
-    Not rusage: a child forked from this process, which holds the populated rows, would report
-    this process's memory as its own peak.
+    Not rusage for memory: a child forked from this process, which holds the populated rows,
+    would report this process's memory as its own peak. CPU time is rusage's (user + system).
     """
     peak_kb = 0
     status = Path(f"/proc/{child.pid}/status")
@@ -86,8 +88,9 @@ def _peak_rss_mb(child: subprocess.Popen) -> float:
             break
         peak_kb = max([peak_kb] + [int(line.split()[1]) for line in lines if line.startswith("VmHWM:")])
         time.sleep(0.05)
-    child.wait()
-    return peak_kb / 1024
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return peak_kb / 1024, usage.ru_utime + usage.ru_stime
 
 
 def _populate(n_rows: int):

@@ -90,7 +90,8 @@ def _drive_to_first_model(workflow, base: str) -> tuple[dict, list[float]]:
         body = {"workflow": workflow.id, "subject": pending[i]["id"], "client_uuid": str(uuid.uuid4()),
                 "annotation": annotation}
         t0 = time.perf_counter()
-        reply = sessions[i].post(f"{base}/api/classifications/", json=body)
+        csrf = {"X-CSRFToken": sessions[i].cookies.get("csrftoken", "")}  # as the classify page sends it
+        reply = sessions[i].post(f"{base}/api/classifications/", json=body, headers=csrf)
         latencies.append(1000 * (time.perf_counter() - t0))
         reply.raise_for_status()
         pending[i] = reply.json()["next"]

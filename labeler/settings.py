@@ -45,6 +45,27 @@ def env_float(name: str, default: float, minimum: float = 0.0) -> float:
     return value
 
 
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    value = env_float(name, default, minimum)
+    if value != int(value):
+        raise ImproperlyConfigured(f"{name}={os.environ[name]!r} must be a whole number")
+    return int(value)
+
+
+RATE_PERIODS = {"s": 1, "sec": 1, "min": 60, "hour": 3600, "day": 86400}
+
+
+def env_rate(name: str, default: str) -> tuple[int, int] | None:
+    """``"3000/min"`` -> (3000, 60) requests per seconds; ``"off"`` -> None."""
+    raw = env_str(name, default).strip().lower()
+    if raw in ("", "off"):
+        return None
+    count, _, period = raw.partition("/")
+    if not count.isdigit() or int(count) < 1 or period not in RATE_PERIODS:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate like 3000/min ({', '.join(RATE_PERIODS)}) or 'off'")
+    return int(count), RATE_PERIODS[period]
+
+
 DEBUG = env_bool("SKYLOOP_DEBUG", True)
 SECRET_KEY = env_str("SKYLOOP_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -105,6 +126,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "labeler.dashboard.context.can_review",
             ]
         },
     }
@@ -164,6 +186,12 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # Tests use their own queue name so they never feed a demo worker running beside them.
 GPU_QUEUE = env_str("SKYLOOP_GPU_QUEUE", "gpu")
 CELERY_TASK_ROUTES = {"labeler.learning.tasks.*": {"queue": GPU_QUEUE}}
+# A training run past the soft limit stops at its next progress report and is marked failed;
+# the hard limit (Celery, prefork pools) kills it. Killed runs are resent, up to 5 attempts.
+SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S = env_float("SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S", 3600.0, minimum=1.0)
+SKYLOOP_TRAIN_TIME_LIMIT_S = env_float("SKYLOOP_TRAIN_TIME_LIMIT_S", SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S + 300.0)
+if SKYLOOP_TRAIN_TIME_LIMIT_S <= SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S:
+    raise ImproperlyConfigured("SKYLOOP_TRAIN_TIME_LIMIT_S must be above SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Beat's backstop: resend training runs whose worker died or whose message a dead broker lost.
 CELERY_BEAT_SCHEDULE = {
@@ -188,10 +216,31 @@ SKYLOOP_QUEUE_REFRESH_S = env_float("SKYLOOP_QUEUE_REFRESH_S", 3600.0)  # beat r
 # Tests that need PostgreSQL / Redis / a worker fail instead of skipping when this is set (CI).
 SKYLOOP_REQUIRE_SERVICES = env_bool("SKYLOOP_REQUIRE_SERVICES", False)
 
+# --- abuse limits (labeler/api/security.py, labeler/api/uploads.py) ---------------------
+# Anonymous API requests per client address ("3000/min", "off"), counted in the default cache:
+# Redis with REDIS_URL (shared by all gunicorn workers); without it each process counts alone.
+# Off by default in the embedded (SKYLOOP_DEBUG=1) setup that tests, benchmarks and the demo use.
+SKYLOOP_THROTTLE_ANON = env_rate("SKYLOOP_THROTTLE_ANON", "off" if DEBUG else "3000/min")
+SKYLOOP_PROXY_HOPS = env_int("SKYLOOP_PROXY_HOPS", 0)  # trusted proxies appending to X-Forwarded-For
+SKYLOOP_UPLOAD_MAX_BYTES = env_int("SKYLOOP_UPLOAD_MAX_BYTES", 256 * 2**20, minimum=1)  # one upload request
+SKYLOOP_FITS_MAX_BYTES = env_int("SKYLOOP_FITS_MAX_BYTES", 64 * 2**20, minimum=2880)  # one uploaded FITS file
+SKYLOOP_UPLOAD_MAX_FILES = env_int("SKYLOOP_UPLOAD_MAX_FILES", 100, minimum=1)
+CSRF_TRUSTED_ORIGINS = [o for o in env_str("SKYLOOP_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+if env_bool("SKYLOOP_HTTPS", False):  # behind a TLS-terminating proxy that sets X-Forwarded-Proto
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+
 # --- REST framework ---------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["labeler.api.security.CsrfSessionAuthentication"],
+    "DEFAULT_PARSER_CLASSES": [
+        "labeler.api.security.JSONParser",
+        "labeler.api.security.FormParser",
+        "labeler.api.security.MultiPartParser",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["labeler.api.security.AnonymousAddressThrottle"],
+    "NUM_PROXIES": SKYLOOP_PROXY_HOPS,
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "EXCEPTION_HANDLER": "labeler.api.errors.exception_handler",
 }

@@ -166,3 +166,42 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     filled = curve["count"] > 0
     gaps = np.abs(curve["accuracy"][filled] - curve["confidence"][filled])
     return float((curve["count"][filled] * gaps).sum() / curve["count"].sum())
+
+
+def heldout_report(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> dict:
+    """JSON-ready calibration summary of one question on a held-out set.
+
+    Parameters
+    ----------
+    probs : ndarray, shape (N, K), rows summing to 1 (after temperature scaling, if any)
+    labels : ndarray, shape (N,), integer true classes (e.g. the crowd's majority)
+    n_bins : int, equal-width confidence bins of the reliability diagram
+
+    Returns
+    -------
+    dict: ``reliability`` ``{"confidence", "accuracy", "count"}`` (lists of ``n_bins``;
+    None in empty bins), ``ece`` (Guo+2017 eq. 3), ``accuracy``, ``log_loss`` (mean
+    negative log-probability of the true class) and ``confusion`` (K x K counts, rows
+    the truth, columns the model's top answer).
+    """
+    probs, labels = _check_probs_labels(probs, labels)
+    curve = reliability_curve(probs, labels, n_bins)
+    k = probs.shape[1]
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, probs.argmax(axis=1)), 1)
+    true_p = np.clip(probs[np.arange(len(labels)), labels], PROB_FLOOR, 1.0)
+
+    def _list(values: np.ndarray, digits: int) -> list:
+        return [None if not np.isfinite(v) else round(float(v), digits) for v in values]
+
+    return {
+        "reliability": {
+            "confidence": _list(curve["confidence"], 4),
+            "accuracy": _list(curve["accuracy"], 4),
+            "count": [int(c) for c in curve["count"]],
+        },
+        "ece": expected_calibration_error(probs, labels, n_bins),
+        "accuracy": float((probs.argmax(axis=1) == labels).mean()),
+        "log_loss": float(-np.log(true_p).mean()),
+        "confusion": confusion.tolist(),
+    }

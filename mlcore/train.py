@@ -61,7 +61,8 @@ class TrainResult:
     ``metrics`` holds ``val_loss``, ``train_loss`` (both at the best epoch),
     ``val_accuracy`` (root question), ``val_accuracy_<task>`` for each question with
     validation votes, ``n_train``, ``n_val``, ``epochs_run``, ``best_epoch`` and
-    ``seconds``. ``history`` has one ``{"epoch", "train_loss", "val_loss"}`` per epoch.
+    ``seconds``. ``history`` has one ``{"epoch", "train_loss", "val_loss", "val_accuracy"}``
+    per epoch (root-question accuracy; NaN without validation votes).
     """
 
     model: nn.Module
@@ -261,7 +262,8 @@ def fit(
     layout : sequence of (task_key, n_answers)
     config : TrainConfig, default ``TrainConfig()``
     device : torch.device, default ``best_device()``
-    progress : callable ``(epoch, epochs, {"train_loss", "val_loss"})``, optional
+    progress : callable ``(epoch, epochs, {"epoch", "train_loss", "val_loss", "val_accuracy", "step"})``,
+        optional; ``step`` counts optimiser steps so far
 
     Returns
     -------
@@ -289,15 +291,19 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_enabled(device))
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
+    steps_per_epoch = len(batches(torch.arange(len(train_idx)), config.batch_size))
     stopping = EarlyStopping(model, config.patience)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)  # dropout masks
         for epoch in range(1, config.epochs + 1):
             train_loss = train_one_epoch(model, X_tr, c_tr, layout, optimizer, scaler, config, device, generator)
-            val_loss = evaluate(model, X_va, c_va, layout, config.batch_size, device)["loss"]
-            history.append({"epoch": float(epoch), "train_loss": train_loss, "val_loss": val_loss})
+            val = evaluate(model, X_va, c_va, layout, config.batch_size, device)
+            val_loss = val["loss"]
+            row = {"epoch": float(epoch), "train_loss": train_loss, "val_loss": val_loss}
+            row["val_accuracy"] = val["accuracy"]
+            history.append(row)
             if progress is not None:
-                progress(epoch, config.epochs, {"train_loss": train_loss, "val_loss": val_loss})
+                progress(epoch, config.epochs, {**row, "step": float(epoch * steps_per_epoch)})
             score = val_loss if math.isfinite(val_loss) else train_loss  # no val votes: monitor train
             if stopping.update(model, epoch, score):
                 break

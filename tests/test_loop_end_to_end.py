@@ -46,6 +46,7 @@ class HttpVolunteer:
             f"{self.base}/api/classifications/",
             json={"workflow": self.workflow_id, "subject": subject["id"], "client_uuid": str(uuid.uuid4()),
                   "annotation": annotation},
+            headers={"X-CSRFToken": self.http.cookies.get("csrftoken", "")},  # as the classify page does
             timeout=30,
         )
         assert reply.status_code == 201, reply.text

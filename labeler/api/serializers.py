@@ -35,6 +35,23 @@ class SubjectOutput(serializers.ModelSerializer):
         return reverse("subject-data", args=[subject.pk, data_token(subject)])
 
 
+def subject_output(subject: Subject | None) -> dict | None:
+    """``SubjectOutput(subject).data`` built directly: the submit-and-next hot path skips DRF's
+    per-instance field set-up (a test keeps the two equal)."""
+    if subject is None:
+        return None
+    return {
+        "id": subject.pk,
+        "kind": subject.kind,
+        "external_id": subject.external_id,
+        "ra": None if subject.ra is None else float(subject.ra),
+        "dec": None if subject.dec is None else float(subject.dec),
+        "metadata": subject.metadata,
+        "preview_url": reverse("subject-preview", args=[subject.pk, subject.data_sha256[:12]]),
+        "data_url": reverse("subject-data", args=[subject.pk, data_token(subject)]),
+    }
+
+
 class ModelVersionOutput(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion

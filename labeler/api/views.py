@@ -48,7 +48,7 @@ class SubjectNextApi(APIView):
         subject = subject_next_for(
             workflow=workflow, volunteer_key=volunteer_key_for(request), exclude=query.validated_data["exclude"]
         )
-        return Response(s.NextOutput({"subject": subject}).data)
+        return Response({"subject": s.subject_output(subject)})  # the shape of s.NextOutput
 
 
 class ClassificationCreateApi(APIView):
@@ -78,17 +78,17 @@ class ClassificationCreateApi(APIView):
             favourite=data.validated_data["favourite"],
         )
         following = subject_next_for(workflow=workflow, volunteer_key=volunteer_key)
-        body = {
+        body = {  # the shape of s.ClassificationOutput, built directly (the hot path)
             "classification": {
                 "id": result.classification.pk,
-                "client_uuid": result.classification.client_uuid,
+                "client_uuid": str(result.classification.client_uuid),
                 "created": result.created,
             },
             "feedback": result.feedback,
-            "next": following,
+            "next": s.subject_output(following),
         }
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-        return Response(s.ClassificationOutput(body).data, status=code)
+        return Response(body, status=code)
 
 
 class VolunteerProgressApi(APIView):

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlcore import tasktree
+from mlcore.consensus import agreement as vote_agreement
 
 if TYPE_CHECKING:  # chunks imports rows, which imports this module
     from labeler.catalogs.chunks import Chunk
@@ -149,10 +150,11 @@ class QuestionGroup:
 
     def values(self, chunk: Chunk) -> list:
         k = len(self.labels)
-        counts = np.nan_to_num(chunk.consensus_matrix("counts", self.key, k)).astype("int64")
-        fractions = chunk.consensus_matrix("fractions", self.key, k).astype("float32")
+        raw_counts = chunk.consensus_matrix("counts", self.key, k)
+        counts = np.nan_to_num(raw_counts).astype("int64")
+        fractions = chunk.vote_fractions(raw_counts).astype("float32")
         posterior = chunk.consensus_matrix("posterior", self.key, k).astype("float32")
-        agreement = chunk.consensus_value("agreement", self.key).astype("float32")
+        agreement = vote_agreement(raw_counts).astype("float32")  # as skill.agreement_of stored it
         n_votes = counts.sum(axis=1).astype("int32")
         ranked = np.where(np.isnan(posterior), fractions, posterior)
         best = np.argmax(np.nan_to_num(ranked, nan=-1.0), axis=1)

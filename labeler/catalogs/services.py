@@ -50,9 +50,13 @@ def catalog_export(
     out_path: Path | str,
     filters: CatalogFilters | None = None,
     progress: Progress | None = None,
-    chunk_size: int = rows.DEFAULT_CHUNK,
+    chunk_size: int | None = None,
 ) -> ExportResult:
-    """Write the workflow's catalog as ``fmt`` ("csv", "fits", "votable", "parquet", "coco") to ``out_path``."""
+    """Write the workflow's catalog as ``fmt`` ("csv", "fits", "votable", "parquet", "coco") to ``out_path``.
+
+    ``chunk_size``: rows read and written at a time (default: ``chunks.TABLE_CHUNK`` for tables,
+    ``rows.DEFAULT_CHUNK`` for COCO, whose rows are Python objects).
+    """
     if fmt not in FORMATS:
         raise CatalogExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     filters = filters or CatalogFilters()
@@ -72,10 +76,12 @@ def catalog_export(
     partial = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.part")
     try:
         if fmt == "coco":
-            chunks = rows.catalog_records(workflow, filters, chunk_size=chunk_size, with_files=True)
-            n_rows = coco.coco_write(partial, workflow.task_tree, chunks, provenance, progress=advance)
+            records = rows.catalog_records(workflow, filters, chunk_size=chunk_size or rows.DEFAULT_CHUNK,
+                                           with_files=True)  # fmt: skip
+            n_rows = coco.coco_write(partial, workflow.task_tree, records, provenance, progress=advance)
         else:
-            n_rows = _write_table(workflow, fmt, partial, filters, provenance, chunk_size, advance)
+            size = chunk_size or chunks.TABLE_CHUNK
+            n_rows = _write_table(workflow, fmt, partial, filters, provenance, size, advance)
         os.replace(partial, out_path)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -31,12 +31,15 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 
 import redis
 from django.conf import settings
 from django.db import connection
 from django.db.models import Max
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from labeler.classifications import queue_scripts as lua
 from labeler.classifications.models import Classification
@@ -53,6 +56,19 @@ ALTERNATES = 3  # candidates returned besides the chosen one, in case it fails t
 RANDOM_PROBE = 16  # random members tried for the random share
 WRITE_BATCH = 10_000
 SENTINEL = "0"  # subject ids start at 1: the sentinel marks a loaded (possibly empty) seen set
+
+
+@dataclass(frozen=True)
+class GoldTaper:
+    """Serve gold when ``draw < max(floor, start * 0.5 ** (seen / half_life))`` (``selectors.gold_share``).
+
+    The select script counts ``seen`` itself, so deciding costs no extra round trip.
+    """
+
+    draw: float
+    start: float
+    floor: float
+    half_life: int
 
 
 class QueueUnavailable(Exception):
@@ -96,8 +112,16 @@ def queue_enabled() -> bool:
 
 @lru_cache(maxsize=4)
 def _client_for(url: str, timeout: float) -> redis.Redis:
+    # One immediate retry (a connection Redis dropped on restart); redis-py's default of three
+    # with backoff would hold every request for up to a second while Redis is down, before the
+    # breaker opens and the database takes over.
     return redis.Redis.from_url(
-        url, socket_connect_timeout=timeout, socket_timeout=timeout, decode_responses=True, health_check_interval=30
+        url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        decode_responses=True,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), 1),
     )
 
 
@@ -165,7 +189,7 @@ def queue_candidates(
     *,
     workflow_id: int,
     volunteer_key: str,
-    gold: bool,
+    gold: bool | GoldTaper,
     random_pick: bool,
     rand: float,
     top_few: int,
@@ -174,6 +198,8 @@ def queue_candidates(
 ) -> list[int] | None:
     """The chosen subject (leased to this volunteer) then a few alternates; [] when the queue has none.
 
+    ``gold``: look among unseen gold subjects first; a GoldTaper decides from the volunteer's count.
+
     None when the queue is being rebuilt by another request (serve from the database).
     Raises QueueUnavailable when Redis is off or down.
     """
@@ -181,8 +207,9 @@ def queue_candidates(
     lease_ms = int(settings.SKYLOOP_QUEUE_LEASE_S * 1000)
     with _redis() as r:
         select = _script(r, lua.SELECT)
+        taper = gold if isinstance(gold, GoldTaper) else GoldTaper(1.0, 0.0, 0.0, 1)
         args = [
-            int(gold),
+            2 if isinstance(gold, GoldTaper) else int(gold),
             int(random_pick),
             top_few,
             min(max(rand, 0.0), 0.999999),
@@ -195,6 +222,10 @@ def queue_candidates(
             RANDOM_PROBE,
             volunteer_key,
             retire_after,
+            repr(float(taper.draw)),
+            repr(float(taper.start)),
+            repr(float(taper.floor)),
+            max(1, int(taper.half_life)),
             *[int(i) for i in exclude],
         ]
         for _ in range(3):
@@ -268,17 +299,24 @@ def subject_queue_touch(*, workflow_id: int, subject_id: int, volunteer_key: str
     subjects_queue_touch(workflow_id=workflow_id, answered=[(subject_id, volunteer_key)])
 
 
-def subjects_queue_touch(*, workflow_id: int, answered: list[tuple[int, str | None]]) -> None:
-    """``subject_queue_touch`` for many ``(subject_id, volunteer_key or None)`` at once: one query, one round trip."""
+def subjects_queue_touch(
+    *, workflow_id: int, answered: list[tuple[int, str | None]], states: dict[int, dict] | None = None
+) -> None:
+    """``subject_queue_touch`` for many ``(subject_id, volunteer_key or None)`` at once: one query, one round trip.
+
+    ``states``: ``{subject_id: {status, priority, gold_answers, classification_count}}`` as just
+    committed, when the caller has them (the submit does): then nothing is read back.
+    """
     if not settings.SKYLOOP_QUEUE or not answered:
         return
     try:
-        states = {
-            row["subject_id"]: row
-            for row in SubjectState.objects.filter(
-                workflow_id=workflow_id, subject_id__in={sid for sid, _ in answered}
-            ).values("subject_id", "status", "priority", "gold_answers", "classification_count")
-        }
+        if states is None:
+            states = {
+                row["subject_id"]: row
+                for row in SubjectState.objects.filter(
+                    workflow_id=workflow_id, subject_id__in={sid for sid, _ in answered}
+                ).values("subject_id", "status", "priority", "gold_answers", "classification_count")
+            }
         keys = _Keys(workflow_id)
         with _redis() as r:
             touch = _script(r, lua.TOUCH)

@@ -31,8 +31,11 @@ local function has_room(sid, retire_after)
 end
 """
 
-# KEYS: queue gold lease seen meta sync held votes.  ARGV: gold? random? top_few rand lease_ms sync_ms
-# seen_ttl scan_chunk max_scan alternates random_probe volunteer retire_after, then the excluded ids.
+# KEYS: queue gold lease seen meta sync held votes.  ARGV: gold (0 no, 1 yes, 2 taper) random? top_few
+# rand lease_ms sync_ms seen_ttl scan_chunk max_scan alternates random_probe volunteer retire_after,
+# taper: draw start floor half_life, then the excluded ids. With taper, gold when
+# draw < max(floor, start * 0.5 ^ (seen / half_life)) (selectors.gold_share), counted here: no
+# second round trip for the volunteer's count.
 # Returns {status, sync_due, chosen, alternates...}; status 1: queue not built, 2: seen set not loaded.
 SELECT = (
     LEASES
@@ -46,7 +49,7 @@ local sync = 0
 if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[6]) then sync = 1 end
 local retire_after = tonumber(ARGV[13])
 local excluded = {}
-for i = 14, #ARGV do excluded[ARGV[i]] = true end
+for i = 18, #ARGV do excluded[ARGV[i]] = true end
 local function unseen(ids)
   if #ids == 0 then return {} end
   local flags = redis.call('SMISMEMBER', KEYS[4], unpack(ids))
@@ -65,7 +68,13 @@ local function answer(pool)
   take_lease(pool[pick], ARGV[12], now + tonumber(ARGV[5]))
   return out
 end
-if ARGV[1] == '1' then
+local want_gold = ARGV[1] == '1'
+if ARGV[1] == '2' then
+  local seen = redis.call('SCARD', KEYS[4]) - 1  -- less the sentinel
+  local share = math.max(tonumber(ARGV[16]), tonumber(ARGV[15]) * 0.5 ^ (seen / tonumber(ARGV[17])))
+  want_gold = tonumber(ARGV[14]) < share
+end
+if want_gold then
   local gold = unseen(redis.call('SRANDMEMBER', KEYS[2], tonumber(ARGV[11])))
   if #gold > 0 then return answer(gold) end
 end

@@ -5,15 +5,27 @@ Reasons: ``flagged`` and ``expert_review`` (both go to the review queue), ``blan
 question crossed the threshold after at least ``retire_min`` votes) and
 ``classification_count`` (``retire_after`` votes). A confident model that disagrees with the
 crowd holds retirement back for ``review_extra_votes`` more votes, then asks an expert.
+
+A rare-object workflow (``workflow.rare_answer`` set, e.g. a lens search) retires at both
+ends of P(rare), as Space Warps does (SWAP, Marshall+2016): ``detected`` once the
+volunteers' votes alone give P(rare) >= ``detect_posterior``, ``rejected`` once
+P(rare) <= ``reject_posterior``, both after at least ``retire_min`` votes, with the
+workflow's ``rare_prior`` as the prior. The model is never needed to retire: it cannot
+detect, and it can hold a rejection back (when it still finds the subject likely rare) but
+never cause one, so a candidate is only ever dropped on human evidence.
 """
 
 from __future__ import annotations
 
-from labeler.classifications.models import Consensus
+import numpy as np
+
+from labeler.classifications.models import Classification, Consensus, VolunteerSkill
 from labeler.classifications.skill import active_prediction
 from labeler.workflows.models import SubjectState, Workflow
+from mlcore import consensus as ds
 
 FOR_REVIEW = frozenset({"flagged", "expert_review"})
+DETECTED, REJECTED = "detected", "rejected"
 
 
 def retirement_reason(*, workflow: Workflow, state: SubjectState, consensus: Consensus) -> str:
@@ -23,6 +35,8 @@ def retirement_reason(*, workflow: Workflow, state: SubjectState, consensus: Con
     n = state.classification_count
     if workflow.retire_flags and state.flag_count >= workflow.retire_flags:
         return "flagged"
+    if workflow.rare_answer is not None:
+        return _rare_reason(workflow, state)
     if workflow.retire_blank_after and n >= workflow.retire_blank_after and _blank_votes(workflow, consensus) == n:
         return "blank"
     root = consensus.posterior.get(workflow.task_tree["first"], [])
@@ -32,6 +46,76 @@ def retirement_reason(*, workflow: Workflow, state: SubjectState, consensus: Con
     if _model_disagrees(workflow, state.subject_id, root):
         return "expert_review" if n >= workflow.retire_after + workflow.review_extra_votes else ""
     return "confident_consensus" if confident else "classification_count"
+
+
+def swap_decision(*, p_crowd: float, p_with_model: float, n_votes: int, detect: float, reject: float,
+                  min_votes: int, max_votes: int, prior: float) -> str:
+    """Space Warps retirement of one subject from P(rare); "" keeps it active.
+
+    ``p_crowd``: from the volunteers' votes only; ``p_with_model``: the same with the model
+    as one more voter. Only ``p_crowd`` detects; rejection needs both below ``reject`` (the
+    model can add eyes, never retire a candidate). After ``max_votes`` an undecided subject
+    that the crowd finds more likely rare than the prior goes to an expert.
+    """
+    if n_votes >= min_votes and p_crowd >= detect:
+        return DETECTED
+    if n_votes >= min_votes and max(p_crowd, p_with_model) <= reject:
+        return REJECTED
+    if n_votes >= max_votes:
+        return "expert_review" if p_crowd > prior else "classification_count"
+    return ""
+
+
+def _rare_reason(workflow: Workflow, state: SubjectState) -> str:
+    p_crowd, p_with_model = rare_probabilities(workflow=workflow, subject_id=state.subject_id)
+    return swap_decision(
+        p_crowd=p_crowd, p_with_model=p_with_model, n_votes=state.classification_count,
+        detect=workflow.detect_posterior, reject=workflow.reject_posterior, min_votes=workflow.retire_min,
+        max_votes=workflow.retire_after, prior=workflow.rare_prior,
+    )
+
+
+def rare_prior_vector(workflow: Workflow) -> np.ndarray:
+    """(K,) prior of the first question: ``rare_prior`` on the rare answer, the rest shared evenly."""
+    k = len(workflow.task_tree["tasks"][workflow.task_tree["first"]]["answers"])
+    prior = np.full(k, (1.0 - workflow.rare_prior) / (k - 1))
+    prior[workflow.rare_answer] = workflow.rare_prior
+    return prior
+
+
+def rare_probabilities(*, workflow: Workflow, subject_id: int) -> tuple[float, float]:
+    """(P(rare) from the volunteers' skill-weighted votes, the same with the active model as a voter)."""
+    first = workflow.task_tree["first"]
+    votes = [
+        (key, step["answer"])
+        for key, path in Classification.objects.filter(workflow=workflow, subject_id=subject_id).values_list(
+            "volunteer_key", "annotation"
+        )
+        for step in path
+        if step["task"] == first
+    ]
+    prior = rare_prior_vector(workflow)
+    k = len(prior)
+    posterior = prior
+    if votes:
+        counts = dict(
+            VolunteerSkill.objects.filter(
+                workflow=workflow, task=first, volunteer_key__in={key for key, _ in votes}
+            ).values_list("volunteer_key", "counts")
+        )
+        confusions = np.stack(  # (V, K, K)
+            [ds.confusion_from_counts(np.asarray(counts.get(key, np.zeros((k, k)))), ds.dirichlet_prior(k))
+             for key, _ in votes]
+        )
+        posterior = ds.posterior_from_votes(prior, confusions, np.array([answer for _, answer in votes]))
+    with_model = posterior
+    prediction = active_prediction(workflow, subject_id)
+    if prediction is not None and first in prediction.probabilities:
+        probs = np.asarray([prediction.probabilities[first]])  # (1, K)
+        confusion = np.asarray(prediction.model_version.agent_confusion)  # (K, K * bins)
+        with_model = ds.posterior_with_agent(posterior, confusion, ds.model_answers(probs))[0]
+    rare = workflow.rare_answer
+    return float(posterior[rare]), float(with_model[rare])
 
 
 def _blank_votes(workflow: Workflow, consensus: Consensus) -> int:

@@ -43,9 +43,9 @@ def subject_next_for(
 
 def _next_from_queue(workflow: Workflow, volunteer_key: str, rng: random.Random, exclude: tuple[int, ...]):
     """A subject proposed by Redis and confirmed by the database; None lets the database decide."""
-    draw = rng.random()  # gold_share never exceeds gold_share_start: count only when it can matter
-    gold = draw < workflow.gold_share_start and draw < gold_share(
-        workflow, queue.seen_count(workflow_id=workflow.id, volunteer_key=volunteer_key)
+    draw = rng.random()  # gold_share never exceeds gold_share_start: Redis counts only when it can matter
+    gold = draw < workflow.gold_share_start and queue.GoldTaper(
+        draw, workflow.gold_share_start, workflow.gold_share_floor, max(1, workflow.gold_half_life)
     )
     random_pick = rng.random() < workflow.random_share
     for _ in range(3):

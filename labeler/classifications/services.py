@@ -59,16 +59,22 @@ def classification_submit(
     ``marks`` must fit the workflow's drawing tools (``mlcore.marks``; none allowed when it
     has no tools); ``comment`` is the volunteer's note (at most MAX_COMMENT characters).
     """
-    existing = Classification.objects.filter(client_uuid=client_uuid).first()
-    if existing is not None:
-        return _replayed(existing, workflow, subject_id, volunteer_key)
-    path = validated_annotation(workflow, annotation)
-    if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
-        raise ClassificationError(f"comment must be text of at most {MAX_COMMENT} characters", "bad_comment")
-    drawn = validated_marks(workflow, subject_id, [] if marks is None else marks)
+    # No look-up of client_uuid first: the unique index answers a retry (IntegrityError below),
+    # which saves a query on every first submission, the common case.
+    try:
+        path = validated_annotation(workflow, annotation)
+        if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+            raise ClassificationError(f"comment must be text of at most {MAX_COMMENT} characters", "bad_comment")
+        drawn = validated_marks(workflow, subject_id, [] if marks is None else marks)
+    except ClassificationError:
+        # A retry of a classification stored before the workflow's tree changed is still a retry.
+        existing = Classification.objects.filter(client_uuid=client_uuid).first()
+        if existing is not None:
+            return _replayed(existing, workflow, subject_id, volunteer_key)
+        raise
     try:
         with transaction.atomic():
-            classification, crossed, gold = _record(
+            classification, state, crossed = _record(
                 workflow=workflow,
                 subject_id=subject_id,
                 volunteer_key=volunteer_key,
@@ -89,14 +95,17 @@ def classification_submit(
         if existing is not None:
             return _replayed(existing, workflow, subject_id, volunteer_key)
         raise ClassificationError("you have already classified this subject", "duplicate") from None
-    from labeler.classifications.queue import subject_queue_touch  # seen set, lease, retirement in Redis
+    from labeler.classifications.queue import subjects_queue_touch  # seen set, lease, retirement in Redis
 
+    # The state as committed: the queue mirrors it without reading it back.
+    known = {subject_id: _queue_row(state)}
     transaction.on_commit(
-        lambda: subject_queue_touch(workflow_id=workflow.id, subject_id=subject_id, volunteer_key=volunteer_key)
+        lambda: subjects_queue_touch(workflow_id=workflow.id, answered=[(subject_id, volunteer_key)], states=known)
     )
     if crossed:
         _maybe_train(workflow)
-    return SubmitResult(classification=classification, created=True, feedback=gold_feedback(workflow, path, gold))
+    feedback = gold_feedback(workflow, path, state.gold_answers)
+    return SubmitResult(classification=classification, created=True, feedback=feedback)
 
 
 def validated_annotation(workflow: Workflow, annotation: object) -> list[dict]:
@@ -158,13 +167,23 @@ def _replayed(existing: Classification, workflow: Workflow, subject_id: int, vol
     return SubmitResult(classification=existing, created=False)
 
 
+def _queue_row(state: SubjectState) -> dict:
+    """What the Redis queue mirrors of a subject's state (``queue.subjects_queue_touch``)."""
+    return {
+        "status": state.status,
+        "priority": state.priority,
+        "gold_answers": state.gold_answers,
+        "classification_count": state.classification_count,
+    }
+
+
 def _record(
     *, workflow: Workflow, subject_id: int, path: list[dict], **fields
-) -> tuple[Classification, bool, dict | None]:
+) -> tuple[Classification, SubjectState, bool]:
     """Inside a transaction: lock the subject's state, store, learn skill, update consensus, retire.
 
-    Returns the classification, whether this vote made the subject a training label, and
-    the subject's gold answers (None unless it is gold).
+    Returns the classification, the subject's state as saved, and whether this vote made the
+    subject a training label.
     """
     state = SubjectState.objects.select_for_update().filter(workflow=workflow, subject_id=subject_id).first()
     if state is None:
@@ -191,14 +210,16 @@ def _record(
             evidence = skill.consensus_evidence(workflow, subject_id, consensus.posterior)
             skill.skill_learn(workflow=workflow, evidence=evidence, gold=False)
     state.save(update_fields=fields_to_save)
-    return classification, consensus.n_classifications == workflow.label_min_votes, state.gold_answers
+    return classification, state, consensus.n_classifications == workflow.label_min_votes
 
 
 def consensus_add_vote(*, workflow: Workflow, subject_id: int, path: list[dict]) -> Consensus:
     """Vote counts, fractions, agreement and skill-weighted posterior. Caller holds the state's row lock."""
-    consensus, _ = Consensus.objects.get_or_create(
-        workflow=workflow, subject_id=subject_id, defaults={"counts": tasktree.empty_counts(workflow.task_tree)}
-    )
+    # The state's row lock keeps other votes on this subject out, so a plain read then one
+    # INSERT or UPDATE is safe (get_or_create would add a savepoint and a second write).
+    consensus = Consensus.objects.filter(workflow=workflow, subject_id=subject_id).first()
+    if consensus is None:
+        consensus = Consensus(workflow=workflow, subject_id=subject_id, counts={})
     counts = tasktree.empty_counts(workflow.task_tree) | consensus.counts
     consensus.counts = tasktree.add_votes(counts, path)
     consensus.fractions = tasktree.vote_fractions(consensus.counts)
@@ -209,7 +230,10 @@ def consensus_add_vote(*, workflow: Workflow, subject_id: int, path: list[dict])
     if workflow.task_tree.get("marks"):
         consensus_marks_refresh(consensus, workflow=workflow)
         updated.append("marks")
-    consensus.save(update_fields=updated)
+    if consensus.pk is None:
+        consensus.save(force_insert=True)
+    else:
+        consensus.save(update_fields=updated)
     return consensus
 
 

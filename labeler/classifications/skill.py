@@ -103,11 +103,16 @@ def skill_learn(*, workflow: Workflow, evidence: list[tuple[str, str, int, np.nd
     locked in a fixed order so concurrent updates cannot deadlock.
     """
     layout = dict(tasktree.label_layout(workflow.task_tree))
-    for key, task in sorted({(key, task) for key, task, _, _ in evidence}):
-        VolunteerSkill.objects.get_or_create(
-            workflow=workflow, volunteer_key=key, task=task,
-            defaults={"counts": np.zeros((layout[task], layout[task])).tolist()},
-        )
+    # One INSERT .. ON CONFLICT DO NOTHING makes the missing rows (a get_or_create each cost up
+    # to four statements); rows that exist are left as they are.
+    VolunteerSkill.objects.bulk_create(
+        [
+            VolunteerSkill(workflow=workflow, volunteer_key=key, task=task,
+                           counts=np.zeros((layout[task], layout[task])).tolist())
+            for key, task in sorted({(key, task) for key, task, _, _ in evidence})
+        ],
+        ignore_conflicts=True,
+    )
     rows = {
         (row.volunteer_key, row.task): row
         for row in VolunteerSkill.objects.select_for_update()

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 from labeler.subjects.models import Subject
@@ -20,7 +21,7 @@ class ModelVersion(models.Model):
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="model_versions")
     number = models.PositiveIntegerField(help_text="1, 2, 3... within the workflow.")
-    kind = models.CharField(max_length=32, help_text="question_head | spectrum_cnn")
+    kind = models.CharField(max_length=32, help_text="question_head | spectrum_cnn | detector")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     label_count = models.PositiveIntegerField(default=0, help_text="Labelled subjects when training was queued.")
@@ -32,7 +33,11 @@ class ModelVersion(models.Model):
         null=True, blank=True, help_text="First question: K x (K*bins) confusion measured on held-out labels."
     )
     progress = models.FloatField(default=0.0, help_text="0..1 while training and scoring")
+    progress_detail = models.JSONField(
+        default=dict, blank=True, help_text="{phase, epoch, epochs, step, eta_s, updated_at} of the running job."
+    )
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of its training run.")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Training runs started (a killed run is resent).")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -67,3 +72,47 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.model_version_id} on subject {self.subject_id}"
+
+
+class EvaluationSet(models.Model):
+    """The fixed held-out subjects on which a workflow's versions are compared (never trained on).
+
+    Chosen by a seeded hash of the subject id as subjects become labelled, until it holds
+    ``registry.EVAL_TARGET`` members; from then on it never changes.
+    """
+
+    workflow = models.OneToOneField(Workflow, on_delete=models.CASCADE, related_name="evaluation_set")
+    subject_ids = models.JSONField(default=list, help_text="Sorted subject ids.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"evaluation set of {self.workflow} ({len(self.subject_ids)} subjects)"
+
+
+class ModelEvent(models.Model):
+    """Who promoted, refused, forced or rolled back which version, when and why."""
+
+    class Action(models.TextChoices):
+        PROMOTED = "promoted"
+        REFUSED = "refused"
+        FORCED = "forced"
+        ROLLED_BACK = "rolled_back"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="model_events")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="events")
+    previous = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The version that was active before.",
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    reason = models.TextField(blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.workflow} v{self.model_version.number} {self.action}"

@@ -11,7 +11,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -21,16 +21,27 @@ from labeler.learning.models import ModelVersion
 from labeler.workflows.models import Workflow
 
 log = logging.getLogger(__name__)
-MODEL_KINDS = {Workflow.Kind.IMAGE: "question_head", Workflow.Kind.SPECTRUM: "spectrum_cnn"}
+MODEL_KINDS = {
+    Workflow.Kind.IMAGE: "question_head",
+    Workflow.Kind.SPECTRUM: "spectrum_cnn",
+    Workflow.Kind.FIELD: "detector",
+}
+# Errors worth retrying: the database or the broker was briefly unreachable. Anything else fails the version.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, KombuOperationalError, ConnectionError)
 
 
 def model_kind(workflow: Workflow) -> str | None:
-    """The model the loop trains for this workflow; None for field workflows (no detector in the loop yet)."""
+    """The model the loop trains for this workflow: a question model, or a box detector for survey fields."""
     return MODEL_KINDS.get(workflow.kind)
 
 
 LEASE = timedelta(minutes=5)  # a run silent this long is orphaned: its task is sent again
-STALE_AFTER = timedelta(hours=2)  # a version still unfinished this long is given up as failed
+MAX_ATTEMPTS = 5  # runs of one version that may start (killed or lost ones included) before it is failed
+
+
+def stale_after() -> timedelta:
+    """A version still unfinished this long is given up as failed: every attempt had its full time."""
+    return max(timedelta(hours=2), MAX_ATTEMPTS * (timedelta(seconds=settings.SKYLOOP_TRAIN_TIME_LIMIT_S) + LEASE))
 MIN_TRAINING_LABELS = 4  # mlcore.train.fit needs a train and a held-out split
 
 
@@ -108,7 +119,7 @@ def _next_number(workflow: Workflow) -> int:
 
 
 def _fail_stale_versions(workflow: Workflow) -> None:
-    cutoff = timezone.now() - STALE_AFTER
+    cutoff = timezone.now() - stale_after()
     ModelVersion.objects.filter(workflow=workflow, status__in=ModelVersion.IN_PROGRESS, created_at__lt=cutoff).update(
         status=ModelVersion.Status.FAILED, error="no result after repeated attempts (worker lost?)"
     )

@@ -56,6 +56,17 @@ class Workflow(models.Model):
         default="bald",
         choices=[("bald", "BALD"), ("powerbald", "PowerBALD"), ("entropy", "Entropy"), ("margin", "Margin")],
     )
+    # Rare-object search (Space Warps, Marshall+2016): set ``rare_answer`` to the first question's
+    # answer that is a find (e.g. "yes, a lens"). Retirement then works on P(rare) with the prior
+    # ``rare_prior``: "detected" at >= ``detect_posterior``, "rejected" at <= ``reject_posterior``;
+    # the queue multiplies a subject's priority by 1 + ``interest_weight`` * the model's P(rare).
+    rare_answer = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="First-question answer that is a rare find; empty: an ordinary workflow."
+    )
+    rare_prior = models.FloatField(default=0.01, help_text="Prior probability (prevalence) of the rare answer.")
+    detect_posterior = models.FloatField(default=0.95, help_text="P(rare) at which a subject retires as detected.")
+    reject_posterior = models.FloatField(default=0.001, help_text="P(rare) at which a subject retires as rejected.")
+    interest_weight = models.FloatField(default=0.0, help_text="Queue boost for subjects the model finds likely rare.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -69,6 +80,18 @@ class Workflow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project.slug}/{self.slug}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.rare_answer is None:
+            return
+        first = (self.task_tree or {}).get("tasks", {}).get((self.task_tree or {}).get("first"), {})
+        if self.rare_answer >= len(first.get("answers", [])):
+            raise ValidationError({"rare_answer": "must be one of the first question's answers (0-based)"})
+        if not 0 < self.reject_posterior < self.rare_prior < self.detect_posterior < 1:
+            raise ValidationError("need 0 < reject_posterior < rare_prior < detect_posterior < 1")
+        if self.interest_weight < 0:
+            raise ValidationError({"interest_weight": "must be >= 0"})
 
 
 class SubjectState(models.Model):

@@ -110,6 +110,7 @@ def test_each_format_round_trips_through_astropy_with_units_and_descriptions(cla
     rows = {int(r["subject_id"]): r for r in table}
     first = min(rows)
     assert rows[first]["t0_n_votes"] == 1 and rows[first]["t0_smooth_frac"] == pytest.approx(1.0)
+    assert rows[first]["t0_agreement"] == pytest.approx(1.0) and rows[first]["t0_features_or_disk_frac"] == 0
     assert rows[first]["t0_expert"] == "Features or disk" and rows[first]["t0_top"] == "Smooth"
     assert rows[first]["model_version"] == 1 and rows[first]["model_sha256"] == "ab" * 32
     assert rows[first]["model_bald"] == pytest.approx(0.25)
@@ -223,8 +224,12 @@ def test_simulated_truth_is_never_exported(classified_sky, tmp_path, fmt):
     content = out.read_bytes().lower()
     assert b"truth" not in content
     truth_classes = {s.truth["class"] for s in workflow.project.subjects.filter(kind="image") if s.truth}
-    if fmt in ("csv", "votable"):  # text formats: no simulated class name appears anywhere
-        assert not [c for c in truth_classes if f",{c},".encode() in content or f">{c}<".encode() in content]
+    if fmt == "csv":  # a text format: no simulated class name appears anywhere
+        assert not [c for c in truth_classes if f",{c},".encode() in content]
+    if fmt in TABLE_FORMATS:  # nor in any cell (VOTable's rows are base64)
+        table = read_table(out, fmt)
+        cells = {str(v) for name in table.colnames if table[name].dtype.kind in "SU" for v in table[name]}
+        assert truth_classes and not truth_classes & cells
 
 
 @pytest.mark.parametrize("fmt", [*TABLE_FORMATS, "coco"])
@@ -250,13 +255,21 @@ def test_consensus_of_an_older_tree_or_of_another_shape_exports_as_missing(class
     first = SubjectState.objects.filter(workflow=image_workflow).order_by("subject_id").first().subject_id
     # T0 was answered when it had two answers; T1 holds a value pyarrow's reader refuses (the slow path decodes it).
     Consensus.objects.filter(workflow=image_workflow, subject_id=first).update(
-        fractions={"T0": [0.5, 0.5], "T1": "odd"}, agreement={"T0": "odd"}
+        counts={"T0": [1, 0], "T1": "odd"}, fractions={"T0": [1.0, 0.0], "T1": "odd"}, agreement={"T0": "odd"}
     )
     out = tmp_path / f"catalog.{fmt}"
     catalog_export(workflow=image_workflow, fmt=fmt, out_path=out)
     row = next(r for r in read_table(out, fmt) if r["subject_id"] == first)
-    assert missing(row["t0_smooth_frac"]) and missing(row["t0_agreement"])
-    assert row["t0_n_votes"] == 1 and row["t0_smooth_post"] > 0  # the rest of the row is intact
+    assert missing(row["t0_smooth_frac"]) and missing(row["t0_agreement"]) and row["t0_n_votes"] == 0
+    assert row["t0_smooth_post"] > 0  # the rest of the row is intact
+
+
+@pytest.mark.parametrize("fmt", TABLE_FORMATS)
+def test_an_empty_catalog_opens_with_its_columns(classified_sky, spectrum_workflow, tmp_path, fmt):
+    out = tmp_path / f"catalog.{fmt}"
+    result = catalog_export(workflow=spectrum_workflow, fmt=fmt, out_path=out, filters=CatalogFilters(retired_only=True))
+    table = read_table(out, fmt)
+    assert result.n_rows == len(table) == 0 and "ra" in table.colnames
 
 
 def test_fixed_lists_keeps_rows_of_the_expected_length_only():

@@ -6,7 +6,7 @@ import pytest
 
 from labeler.classifications.services import classification_submit
 from labeler.learning import services, triggers
-from labeler.learning.models import ModelVersion, Prediction
+from labeler.learning.models import EvaluationSet, ModelVersion, Prediction
 from labeler.workflows.models import SubjectState
 from mlcore.simulate import sky
 from mlcore.tasktree import path_for_answers
@@ -146,4 +146,112 @@ def test_training_measures_the_model_as_an_agent_and_flags_its_training_subjects
         Prediction.objects.filter(model_version=version, in_training=True).values_list("subject_id", flat=True)
     )
     active = set(SubjectState.objects.filter(workflow=trainable, status="active").values_list("subject_id", flat=True))
-    assert flagged == {s.subject_id for s in labelled} & active
+    held_out = set(EvaluationSet.objects.get(workflow=trainable).subject_ids)
+    assert held_out and held_out <= {s.subject_id for s in labelled}  # the fixed evaluation set is never trained on
+    assert flagged == ({s.subject_id for s in labelled} - held_out) & active
+
+
+class Clock:
+    """A hand-advanced monotonic clock for the progress reporter."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_is_written_at_most_once_a_second_with_an_eta(trainable):
+    from labeler.learning.progress import ProgressReporter
+
+    version = ModelVersion.objects.create(workflow=trainable, number=1, kind="question_head")
+    clock = Clock()
+    reporter = ProgressReporter(version, clock=clock)
+    assert reporter.update("training", 0.0)  # a new phase is always written
+    for step in range(1, 10):
+        clock.now = 0.1 * step
+        assert not reporter.update("training", step / 20, epoch=step, epochs=20)
+    clock.now = 10.0
+    assert reporter.update("training", 0.5, epoch=10, epochs=20, step=40)
+    assert reporter.writes == 2
+    version.refresh_from_db()
+    assert version.progress == pytest.approx(0.45)  # training spans 0.2..0.7
+    detail = version.progress_detail
+    assert (detail["phase"], detail["epoch"], detail["epochs"], detail["step"]) == ("training", 10, 20, 40)
+    assert detail["eta_s"] == pytest.approx(10.0 * 0.55 / 0.45, abs=0.1) and detail["updated_at"]
+
+
+def test_training_stores_the_curve_reliability_confusion_and_ece_the_pages_show(trainable):
+    label_subjects(trainable, 12)
+    version = services.model_version_claim(model_version_id=ModelVersion.objects.get().id)
+    services.model_version_train(model_version=version)
+    version.refresh_from_db()
+    metrics = version.metrics
+    assert version.progress == 1.0 and version.progress_detail["phase"] == "done"
+    assert {"epoch", "train_loss", "val_loss", "val_accuracy"} == set(metrics["curve"][0])
+    assert len(metrics["curve"]) == metrics["epochs_run"]
+    reliability = metrics["reliability"]
+    assert [len(reliability[k]) for k in ("confidence", "accuracy", "count")] == [10, 10, 10]
+    assert sum(reliability["count"]) == metrics["heldout"]["n"] and 0.0 <= metrics["ece"] <= 1.0
+    root = trainable.task_tree["tasks"][trainable.task_tree["first"]]
+    assert metrics["confusion"]["labels"] == [a["label"] for a in root["answers"]]
+    matrix = np.asarray(metrics["confusion"]["matrix"])
+    assert matrix.shape == (len(root["answers"]),) * 2 and matrix.sum() == metrics["heldout"]["n"]
+    assert set(metrics["temperatures"]) == {task for task in trainable.task_tree["tasks"]}
+
+
+def test_a_training_past_its_soft_time_limit_fails_and_leaves_the_priorities_alone(trainable, settings):
+    label_subjects(trainable, 12)
+    settings.SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S = 0.0
+    version = services.model_version_claim(model_version_id=ModelVersion.objects.get().id)
+    with pytest.raises(Exception, match="time limit"):
+        services.model_version_train(model_version=version)
+    version.refresh_from_db()
+    assert version.status == "failed" and "SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S" in version.error
+    assert not Prediction.objects.filter(model_version=version).exists()
+    assert not SubjectState.objects.filter(workflow=trainable, priority_version__isnull=False).exists()
+
+
+def test_a_transient_database_error_puts_the_version_back_for_the_retry(trainable):
+    from django.db import OperationalError
+
+    label_subjects(trainable, 12)
+    version = services.model_version_claim(model_version_id=ModelVersion.objects.get().id)
+    with mock.patch("labeler.learning.services.fit", side_effect=OperationalError("database is locked")):
+        with pytest.raises(OperationalError):
+            services.model_version_train(model_version=version)
+    version.refresh_from_db()
+    assert version.status == "queued" and not version.error
+    again = services.model_version_claim(model_version_id=version.id)
+    assert again is not None and again.attempts == 2
+
+
+def test_a_version_whose_runs_keep_dying_is_given_up_after_the_attempt_limit(trainable):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    label_subjects(trainable, 12)
+    version_id = ModelVersion.objects.get().id
+    for _ in range(triggers.MAX_ATTEMPTS):
+        assert services.model_version_claim(model_version_id=version_id) is not None
+        ModelVersion.objects.filter(pk=version_id).update(heartbeat_at=timezone.now() - timedelta(minutes=6))
+    assert services.model_version_claim(model_version_id=version_id) is None
+    version = ModelVersion.objects.get(pk=version_id)
+    assert version.status == "failed" and "attempts" in version.error
+
+
+@pytest.mark.parametrize("soft, hard", [("60", "60"), ("soon", "")])
+def test_bad_training_time_limits_stop_start_up_with_the_variable_named(soft, hard):
+    import subprocess
+    import sys
+
+    from labeler.testing import ROOT
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("SKYLOOP_TRAIN")}
+    env.update({"SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S": soft, "SKYLOOP_TRAIN_TIME_LIMIT_S": hard})
+    out = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={**env, "DJANGO_SETTINGS_MODULE": "labeler.settings"}, capture_output=True, text=True, cwd=ROOT,
+    )
+    assert out.returncode != 0 and "SKYLOOP_TRAIN_" in out.stderr

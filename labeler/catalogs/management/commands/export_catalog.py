@@ -29,7 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("-o", "--output", help="file to write")
         parser.add_argument("--retired-only", action="store_true", help="only retired subjects")
         parser.add_argument("--min-classifications", type=int, default=0, help="only subjects with at least N")
-        parser.add_argument("--chunk-size", type=int, default=5000, help="rows read and written at a time")
+        parser.add_argument("--chunk-size", type=int, help="rows read and written at a time (default: per format)")
 
     def handle(
         self, *args, workflow, list_workflows, format, output, retired_only, min_classifications, chunk_size, **options
@@ -40,7 +40,7 @@ class Command(BaseCommand):
             return
         if not workflow or not format or not output:
             raise CommandError("give WORKFLOW, --format and -o FILE (or --list)")
-        if min_classifications < 0 or chunk_size < 1:
+        if min_classifications < 0 or (chunk_size is not None and chunk_size < 1):
             raise CommandError("--min-classifications must be >= 0 and --chunk-size >= 1")
         wf = workflow_from_identifier(workflow)
         filters = CatalogFilters(retired_only=retired_only, min_classifications=min_classifications)

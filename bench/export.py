@@ -70,7 +70,30 @@ def run(results: Path) -> dict:
     finally:
         _remove_project()
     figures["peak_rss_mb"] = round(peak, 1)
+    _plot(figures, results / "export.png")
     return figures
+
+
+def _plot(figures: dict, path: Path) -> None:
+    """Wall and CPU seconds per format against the 20 s goal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(FORMATS))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(x - 0.2, [figures[f"{f}_seconds"] for f in FORMATS], 0.4, label="wall (machine shared)")
+    ax.bar(x + 0.2, [figures[f"{f}_cpu_seconds"] for f in FORMATS], 0.4, label="CPU (user + system)")
+    ax.axhline(20, color="k", ls="--", lw=1, label="goal")
+    ax.set_xticks(x, FORMATS)
+    ax.set_ylabel("seconds")
+    database = "PostgreSQL" if figures["database_postgresql"] else "SQLite"
+    ax.set_title(f"export_catalog, {figures['rows']:,} rows ({database}); peak RSS {figures['peak_rss_mb']:.0f} MB")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _peak_rss_mb(child: subprocess.Popen) -> tuple[float, float]:
@@ -80,15 +103,17 @@ def _peak_rss_mb(child: subprocess.Popen) -> tuple[float, float]:
     would report this process's memory as its own peak. CPU time is rusage's (user + system).
     """
     peak_kb = 0
-    status = Path(f"/proc/{child.pid}/status")
-    while child.poll() is None:
-        try:
-            lines = status.read_text().splitlines()
-        except OSError:  # it exited between poll and read
+    proc_status = Path(f"/proc/{child.pid}/status")
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)  # reaps it once it exits: its rusage is final
+        if pid:
             break
+        try:
+            lines = proc_status.read_text().splitlines()
+        except OSError:  # a zombie between the two calls: wait4 reaps it next time round
+            lines = []
         peak_kb = max([peak_kb] + [int(line.split()[1]) for line in lines if line.startswith("VmHWM:")])
         time.sleep(0.05)
-    _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     return peak_kb / 1024, usage.ru_utime + usage.ru_stime
 

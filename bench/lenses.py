@@ -3,7 +3,7 @@
 One simulation, shared by both strategies (``mlcore.simulate.lenses``, ``lens_crowd``):
 
 - Survey: N_SURVEY cutouts with strong lenses at PREVALENCE (theta_E 0.5-2" from a
-  Collett 2015-like population, arc S/N log-uniform 4-120 in g, seeing 1.0-1.4"); the rest
+  Collett 2015-like population, arc S/N log-uniform 8-200 in g, seeing 1.0-1.4"); the rest
   are ellipticals and hard negatives (blue companions, ring galaxies, spirals, edge-on
   disks, mergers). Arc S/N and theta_E quantiles of the survey's lenses are reported.
 - Lens CNN: EfficientNet-Lite0 (ImageNet weights) fine-tuned as the project does
@@ -17,7 +17,7 @@ One simulation, shared by both strategies (``mlcore.simulate.lenses``, ``lens_cr
 - Crowd: N_VOLUNTEERS from ``make_crowd`` (10% spammers, 10% careless, 10% experts),
   log-normal activity. Each inspection: a volunteer (by activity); with the selector's
   gold schedule (0.5 halving every 10 classifications, floor 0.02) a training subject
-  (a simulated lens or a known non-lens, half each) whose answer teaches the volunteer's
+  (a visible simulated lens, arc S/N >= 20, or a known non-lens) whose answer teaches the volunteer's
   2x2 confusion counts (SWAP, Marshall+2016); otherwise a survey subject from the
   strategy's queue. Posteriors update online with each voter's confusion at vote time, on
   the prior PREVALENCE; retirement is ``retirement.swap_decision`` with the lens
@@ -61,7 +61,7 @@ PREVALENCE = 0.01
 N_TRAIN_LENSES = int(600 * SCALE)
 N_EXTRA_LENSES = int(300 * SCALE)
 N_VOLUNTEERS = 100
-BUDGET = int(4000 * SCALE)  # inspections, gold included
+BUDGET = int(24_000 * SCALE)  # inspections, gold included: 3 per survey cutout
 RANDOM_SHARE, INTEREST_WEIGHT, TOP_FEW = 0.2, 20.0, 16  # the lens workflow's settings and the selector's
 DETECT, REJECT, MIN_VOTES, MAX_VOTES = 0.95, 1e-3, 2, 20
 GOLD_START, GOLD_FLOOR, GOLD_HALF_LIFE = 0.5, 0.02, 10
@@ -244,7 +244,8 @@ def run(results_dir: Path) -> dict[str, float]:
                                       interest_weight=INTEREST_WEIGHT)
 
     draws = lens_crowd.vote_draws(SEED + 7, N_VOLUNTEERS, N_SURVEY)
-    gold_truth = train_truth  # training subjects are simulated lenses and known non-lenses, half each
+    # training subjects: visible simulated lenses (lenses.TRAINING_LENSES' arc S/N) and known non-lenses
+    gold_truth = [t for t in train_truth if not t["is_lens"] or t["arc_snr"] >= lenses.TRAINING_LENSES.arc_snr_range[0]]
     runs = {
         "random": _run_strategy("random", survey_truth, draws, gold_truth, None, None, SEED),
         "skyloop": _run_strategy("skyloop", survey_truth, draws, gold_truth, priority, model_log_lr, SEED),

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import redis
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -67,13 +68,23 @@ def run(results: Path) -> dict:
     load_before = os.getloadavg()[0]
     server, base = start_server(logs / "gunicorn-load.log")
     try:
-        stats = asyncio.run(drive(base, workflow.id, answers, CONCURRENCY, WARMUP_S, DURATION_S))
+        stats, cpu = asyncio.run(_drive_and_meter(server, base, workflow.id, answers))
     finally:
         server.stop()
         purge_gpu_queue()
     latencies = np.asarray(stats.latencies_ms)
+    served = max(1, len(latencies))
     figures = {
         "classifications_per_s": len(latencies) / DURATION_S,
+        # CPU the server side spent per classification (web processes + PostgreSQL backends + Redis):
+        # unlike the rate, barely moved by others' work on a shared machine.
+        "server_cpu_ms_per_classification": round(1000 * sum(cpu.values()) / served, 2),
+        "web_cpu_ms_per_classification": round(1000 * cpu["web"] / served, 2),
+        "postgres_cpu_ms_per_classification": round(1000 * cpu["postgres"] / served, 2),
+        "redis_cpu_ms_per_classification": round(1000 * cpu["redis"] / served, 2),
+        "client_cpu_ms_per_classification": round(1000 * cpu["client"] / served, 2),
+        # What 2 cores given to the server alone would sustain at that cost (the client elsewhere).
+        "projected_per_s_on_2_cores": round(2 * served / max(1e-9, sum(cpu.values())), 1),
         "p50_ms": float(np.percentile(latencies, 50)),
         "p99_ms": float(np.percentile(latencies, 99)),
         "concurrency": CONCURRENCY,
@@ -86,6 +97,42 @@ def run(results: Path) -> dict:
     }
     plot(results / "load.png", stats, figures)
     return figures
+
+
+async def _drive_and_meter(server: ManagedProcess, base: str, workflow_id: int, answers: dict):
+    """Drive the crowd; meter CPU seconds of each part over the measured window."""
+    t0 = time.perf_counter()
+    load = asyncio.create_task(drive(base, workflow_id, answers, CONCURRENCY, WARMUP_S, DURATION_S))
+    await asyncio.sleep(max(0.0, t0 + WARMUP_S - time.perf_counter()))
+    before = cpu_seconds(server)
+    await asyncio.sleep(max(0.0, t0 + WARMUP_S + DURATION_S - time.perf_counter()))
+    after = cpu_seconds(server)
+    return await load, {part: after[part] - before[part] for part in before}
+
+
+def cpu_seconds(server: ManagedProcess) -> dict[str, float]:
+    """CPU seconds so far: gunicorn's processes, this database's PostgreSQL backends, Redis, this client."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def of(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                       " AND pid <> pg_backend_pid()")
+        backends = [row[0] for row in cursor.fetchall()]
+    info = redis.Redis.from_url(settings.SKYLOOP_QUEUE_URL).info("cpu")
+    return {
+        "web": sum(of(int(pid)) for pid in [server.process.pid, *children]),
+        "postgres": sum(of(pid) for pid in backends),
+        "redis": info["used_cpu_sys"] + info["used_cpu_user"],  # the whole Redis: others' use included
+        "client": time.process_time(),
+    }
 
 
 # --- services: PostgreSQL and Redis of the benchmark's own ---------------------------------

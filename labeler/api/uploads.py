@@ -1,8 +1,9 @@
 """Scientists upload FITS files to their project: ``POST /api/projects/<slug>/subjects/`` (multipart).
 
-Limits are checked before a file is read: the request's declared size (``SKYLOOP_UPLOAD_MAX_BYTES``,
-413, by the parser), the number of files (``SKYLOOP_UPLOAD_MAX_FILES``, 400), each file's size
-(``SKYLOOP_FITS_MAX_BYTES``, 413) and its FITS signature (415). The files then go through the
+Limits are checked before anything is stored: the request's declared size before a byte is read
+(``SKYLOOP_UPLOAD_MAX_BYTES``, 413, by the parser), each file's size while it streams in
+(``SKYLOOP_FITS_MAX_BYTES``, 413), the number of files (``SKYLOOP_UPLOAD_MAX_FILES``, 400) and
+each file's FITS signature (415). The files then go through the
 CLI's all-or-nothing ingest (labeler/subjects/services.py): one bad file refuses the batch with
 its name and the reason, and nothing is stored.
 """
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files.uploadhandler import FileUploadHandler
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
@@ -70,12 +72,33 @@ class ProjectSubjectsUploadApi(APIView):
     def post(self, request, slug: str):
         project = get_object_or_404(Project, slug=slug)
         require_scientist_of(request.user, project)  # before the body is read
+        request.upload_handlers.insert(0, FitsSizeLimit(request._request))
         data = UploadInput(data=request.data)
         data.is_valid(raise_exception=True)
         files = data.validated_data["files"]
         names = [_checked(upload) for upload in _counted(files)]
         created = _ingest(project, data.validated_data["kind"], files, names)
         return Response(UploadOutput({"created": created}).data, status=status.HTTP_201_CREATED)
+
+
+class FitsSizeLimit(FileUploadHandler):
+    """Stop a file as soon as it streams past ``SKYLOOP_FITS_MAX_BYTES`` (before it is spooled whole)."""
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        if start + len(raw_data) > settings.SKYLOOP_FITS_MAX_BYTES:
+            raise _too_large(Path(self.file_name or "").name, f"more than {start + len(raw_data)}")
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None  # the next handler builds the file
+
+
+def _too_large(name: str, size: str) -> UploadRefused:
+    return UploadRefused(
+        f"{name}: {size} bytes; a FITS file may have at most {settings.SKYLOOP_FITS_MAX_BYTES}.",
+        code="too_large",
+        status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    )
 
 
 def _counted(files: list) -> list:
@@ -91,12 +114,8 @@ def _counted(files: list) -> list:
 def _checked(upload) -> str:
     """The subject name the file will get, once its size, name and signature pass."""
     name = Path(upload.name or "").name
-    if upload.size > settings.SKYLOOP_FITS_MAX_BYTES:
-        raise UploadRefused(
-            f"{name}: {upload.size} bytes; a FITS file may have at most {settings.SKYLOOP_FITS_MAX_BYTES}.",
-            code="too_large",
-            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
+    if upload.size > settings.SKYLOOP_FITS_MAX_BYTES:  # FitsSizeLimit stops it first; kept for other parsers
+        raise _too_large(name, str(upload.size))
     stem = name[: -len(suffix)] if (suffix := _fits_suffix(name)) else name
     if not SAFE_NAME.match(stem):
         raise UploadRefused(

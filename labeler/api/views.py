@@ -16,8 +16,10 @@ from labeler.workflows.models import Workflow
 
 
 # Refusals of an edit or withdrawal that are not bad input (errors.py answers those with 400).
-def _active_workflow(workflow_id: int) -> Workflow:
-    return get_object_or_404(Workflow.objects.select_related("project"), pk=workflow_id, active=True)
+def _active_workflow(workflow_id: int, *, with_project: bool = True) -> Workflow:
+    """``with_project=False`` on the hot path (submit, next), which never shows the project."""
+    rows = Workflow.objects.select_related("project") if with_project else Workflow.objects
+    return get_object_or_404(rows, pk=workflow_id, active=True)
 
 
 class WorkflowListApi(APIView):
@@ -42,7 +44,7 @@ class SubjectNextApi(APIView):
         "already prefetched, so that several calls in a row give different subjects.",
     )
     def get(self, request, workflow_id: int):
-        workflow = _active_workflow(workflow_id)
+        workflow = _active_workflow(workflow_id, with_project=False)
         query = s.NextQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         subject = subject_next_for(
@@ -60,7 +62,7 @@ class ClassificationCreateApi(APIView):
     def post(self, request):
         data = s.ClassificationInput(data=request.data)
         data.is_valid(raise_exception=True)
-        workflow = _active_workflow(data.validated_data["workflow"])
+        workflow = _active_workflow(data.validated_data["workflow"], with_project=False)
         volunteer_key = volunteer_key_for(request)
         result = classification_submit(
             workflow=workflow,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from labeler.classifications.models import Consensus
+from labeler.review.selectors import expert_training_counts
 from labeler.subjects.models import Subject, SubjectEmbedding
 from labeler.subjects.services import subject_load_image, subject_load_spectrum
 from labeler.workflows.models import Workflow
@@ -23,16 +24,16 @@ EMBED_BATCH = 256
 
 
 def labelled_counts(workflow: Workflow, layout) -> tuple[list[int], np.ndarray]:
-    """Subjects with at least ``label_min_votes`` votes and their counts (N, A) in layout order."""
-    rows = (
-        Consensus.objects.filter(workflow=workflow, n_classifications__gte=workflow.label_min_votes)
-        .order_by("subject_id")
-        .values_list("subject_id", "counts")
+    """Subjects with at least ``label_min_votes`` votes, or an expert label, and their counts
+    (N, A) in layout order. An expert's answer replaces the crowd's votes on the questions it covers."""
+    rows = dict(
+        Consensus.objects.filter(workflow=workflow, n_classifications__gte=workflow.label_min_votes).values_list(
+            "subject_id", "counts"
+        )
     )
-    subject_ids, counts = [], []
-    for subject_id, by_task in rows:
-        subject_ids.append(subject_id)
-        counts.append([c for task, n in layout for c in by_task.get(task, [0] * n)])
+    rows.update(expert_training_counts(workflow=workflow))
+    subject_ids = sorted(rows)
+    counts = [[c for task, n in layout for c in rows[sid].get(task, [0] * n)] for sid in subject_ids]
     return subject_ids, np.asarray(counts, dtype=np.float32).reshape(len(subject_ids), -1)
 
 

@@ -14,8 +14,9 @@ Lifecycle: queued -> training -> evaluating -> (active | ready) ; failed ; retir
   whose checkpoint still verifies (sha256), rewriting priorities from its stored predictions.
 
 Every decision is a ``ModelEvent`` row (who, when, why). Nothing here imports torch except the
-comparison of a new version, which runs in the worker (``evaluation``, imported lazily), so the
-web process can force a promotion or roll back directly.
+comparison of versions, which runs where torch is (``evaluation``, imported lazily): the web
+process forces a promotion or rolls back directly, reuses evaluations stored on the same
+evaluation set, and otherwise hands an unforced promotion to the worker (``ComparisonQueued``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,10 @@ PROMOTABLE = (ModelVersion.Status.EVALUATING, ModelVersion.Status.READY, ModelVe
 
 class RegistryError(ValueError):
     """A promotion or rollback that cannot be done; nothing was changed."""
+
+
+class ComparisonQueued(RegistryError):
+    """The comparison needs a model run this process cannot do; the worker was asked to promote instead."""
 
 
 # ---------------------------------------------------------------- the fixed evaluation set
@@ -141,6 +147,17 @@ def _compare(candidate: ModelVersion, active: ModelVersion | None) -> tuple[bool
     ids = EvaluationSet.objects.filter(workflow=candidate.workflow).values_list("subject_ids", flat=True).first()
     if len(ids or []) < EVAL_MIN:
         return True, f"evaluation set has {len(ids or [])} < {EVAL_MIN} subjects: promoted without comparison", detail
+    cached = _cached_evaluations(candidate, active, ids)
+    if cached is not None:
+        new, old = cached
+        detail.update({"candidate": new, "active": old})
+        return _verdict(new, old, active, detail)
+    if "torch" not in sys.modules:  # the web process never loads torch (tests/test_web_process_imports.py)
+        _send_promotion_on_commit(candidate)
+        raise ComparisonQueued(
+            f"comparing v{candidate.number} with the active v{active.number} needs the GPU worker: queued there; "
+            f"v{candidate.number} goes live if it is at least as good"
+        )
     from labeler.learning import evaluation  # torch: only the worker compares
 
     new = evaluation.model_version_evaluation(model_version=candidate, subject_ids=ids)
@@ -150,6 +167,24 @@ def _compare(candidate: ModelVersion, active: ModelVersion | None) -> tuple[bool
     except (FileNotFoundError, ValueError, KeyError) as exc:
         return True, f"active v{active.number} could not be evaluated ({exc}): replaced", detail
     detail["active"] = old
+    return _verdict(new, old, active, detail)
+
+
+def _cached_evaluations(candidate: ModelVersion, active: ModelVersion, ids: list[int]) -> tuple[dict, dict] | None:
+    """Both versions' stored evaluations when they were computed on exactly this evaluation set."""
+    sha = evaluation_set_sha(ids)
+    new, old = ((v.metrics or {}).get("evaluation") or {} for v in (candidate, active))
+    return (new, old) if new.get("set_sha") == sha and old.get("set_sha") == sha else None
+
+
+def _send_promotion_on_commit(version: ModelVersion) -> None:
+    from labeler.learning.tasks import promote_model_version
+
+    transaction.on_commit(lambda: promote_model_version.delay(version.id))
+
+
+def _verdict(new: dict, old: dict, active: ModelVersion, detail: dict) -> tuple[bool, str, dict]:
+    """At least as good: mAP@0.5 for detectors; root accuracy, ties broken by log-loss, for question models."""
     if "map50" in new:
         a, b = (-1.0 if x is None else x for x in (new["map50"], old.get("map50")))  # None: no boxes to find
         accepted = a >= b - ACCURACY_TIE

@@ -49,6 +49,7 @@ def promote_model_version(model_version_id: int, user_id: int | None = None, for
     """A scientist's promotion request, run where torch is (comparing versions evaluates them)."""
     from django.contrib.auth import get_user_model
 
+    import labeler.learning.evaluation  # noqa: F401  (loads torch, so the registry compares here)
     from labeler.learning import registry
     from labeler.learning.models import ModelVersion
 

@@ -18,6 +18,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from labeler.classifications import queue
 from labeler.classifications.models import Consensus
 from labeler.learning.models import ModelVersion
+from labeler.review.models import ExpertLabel
 from labeler.workflows.models import Workflow
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,10 @@ MIN_TRAINING_LABELS = 4  # mlcore.train.fit needs a train and a held-out split
 
 
 def labelled_count(workflow: Workflow) -> int:
-    return Consensus.objects.filter(workflow=workflow, n_classifications__gte=workflow.label_min_votes).count()
+    """Subjects a model can learn from: enough votes, or an expert's label."""
+    voted = Consensus.objects.filter(workflow=workflow, n_classifications__gte=workflow.label_min_votes)
+    expert = ExpertLabel.objects.filter(workflow=workflow).exclude(subject_id__in=voted.values("subject_id"))
+    return voted.count() + expert.values("subject_id").distinct().count()
 
 
 def training_maybe_queue(*, workflow: Workflow, force: bool = False) -> ModelVersion | None:

@@ -235,7 +235,10 @@ def lens_search_simulate(*, plan: SkyPlan, progress=None) -> Project:
         batch, gold = [], {}
         for position, i in enumerate(order[start : start + CHUNK], start=start):
             role, lens = kinds[i]
-            cube, truth = lenses.simulate_lens(rng, config) if lens else lenses.simulate_non_lens(rng, config)
+            if lens:
+                cube, truth = lenses.simulate_lens(rng, lenses.TRAINING_LENSES if role == "training" else config)
+            else:
+                cube, truth = lenses.simulate_non_lens(rng, config)
             ra, dec = _sky_position(rng)
             data = fitsio.ImageData(cube=cube, bands=tuple(config.sky.bands), ra=ra, dec=dec, nan_fraction=0.0,
                                     header={"ORIGIN": "skyloop-sim"})

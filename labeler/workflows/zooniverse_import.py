@@ -83,11 +83,12 @@ def _write(plan: ImportPlan, project_slug: str, summary: ImportSummary, stored: 
     workflows = {zid: _workflow(project, wp, summary) for zid, wp in plan.workflows.items()}
     subjects = _subjects(project, plan, summary, stored)
     for zid, workflow in workflows.items():
-        wanted = [subjects[c.subject_id] for c in plan.classifications if c.workflow_id == zid]
-        subject_states_attach(project=project, subjects={s.pk: s for s in wanted}.values(), workflows=[workflow])
+        wanted = {c.subject_id for c in plan.classifications if c.workflow_id == zid}
+        wanted |= {sid for wid, sid in plan.gold if wid == zid}
+        subject_states_attach(project=project, subjects=[subjects[sid] for sid in wanted], workflows=[workflow])
     touched = _classifications(plan, workflows, subjects, summary)
     _gold(plan, workflows, subjects, summary)
-    for (zid, sid), _ in plan.gold.items():
+    for zid, sid in plan.gold:
         touched[zid].add(subjects[sid].pk)
     for zid, workflow in workflows.items():
         _rebuild(workflow, sorted(touched[zid]), plan, subjects, summary)

@@ -11,8 +11,8 @@ companion, blue ring galaxies, spirals, edge-on disks and mergers with tidal arc
 
 PSF (Moffat, seeing per stamp), pixel scale, colours and sky noise are the sky's own
 (``mlcore.simulate.sky``). The arc's brightness is set by its matched-filter S/N in g,
-drawn log-uniform so that many lenses are faint; with theta_E drawn near the seeing this
-makes a realistic share of them hard to see.
+drawn log-uniform in 8-200 so that many lenses are faint; with theta_E mostly below the
+seeing this makes a realistic share of them hard to see.
 """
 
 from __future__ import annotations
@@ -66,9 +66,14 @@ _SOURCE_LIGHT = {1: LightModel(["SERSIC_ELLIPSE"]), 2: LightModel(["SERSIC_ELLIP
 class LensConfig:
     sky: sky.SkyConfig = sky.SkyConfig()
     theta_e_range: tuple[float, float] = (0.5, 2.0)  # arcsec
-    arc_snr_range: tuple[float, float] = (4.0, 120.0)  # g-band matched-filter S/N of the lensed source, log-uniform
+    arc_snr_range: tuple[float, float] = (8.0, 200.0)  # g-band matched-filter S/N of the lensed source, log-uniform
     deflector_snr_range: tuple[float, float] = (30.0, 400.0)  # r-band S/N of the deflector (and of negatives)
     negative_weights: tuple[float, ...] | None = None  # in NEGATIVE_KINDS order
+
+
+# Training lenses shown to volunteers with feedback are visible ones, as Space Warps' simulated
+# training lenses were (Marshall+2016): a volunteer's measured skill is on lenses one can see.
+TRAINING_LENSES = LensConfig(arc_snr_range=(20.0, 200.0))
 
 
 # ---------------------------------------------------------------- the lens population
@@ -231,7 +236,7 @@ def _band(bands: tuple[str, ...], name: str) -> int:
 def lens_difficulty(arc_snr: float, theta_e: float, fwhm: float) -> float:
     """0 = obvious, 1 = invisible: faint arcs, and Einstein radii small against the seeing."""
     ease_snr = min(max(math.log(arc_snr / 4.0) / math.log(60.0 / 4.0), 0.0), 1.0)
-    ease_size = min(max((theta_e / fwhm - 0.3) / 1.0, 0.0), 1.0)
+    ease_size = min(max((theta_e / fwhm - 0.2) / 0.8, 0.0), 1.0)
     return float(1.0 - ease_snr * (0.2 + 0.8 * ease_size))
 
 

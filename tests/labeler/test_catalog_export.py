@@ -267,9 +267,37 @@ def test_consensus_of_an_older_tree_or_of_another_shape_exports_as_missing(class
 @pytest.mark.parametrize("fmt", TABLE_FORMATS)
 def test_an_empty_catalog_opens_with_its_columns(classified_sky, spectrum_workflow, tmp_path, fmt):
     out = tmp_path / f"catalog.{fmt}"
-    result = catalog_export(workflow=spectrum_workflow, fmt=fmt, out_path=out, filters=CatalogFilters(retired_only=True))
+    result = catalog_export(workflow=spectrum_workflow, fmt=fmt, out_path=out,
+                            filters=CatalogFilters(min_classifications=1000))
     table = read_table(out, fmt)
     assert result.n_rows == len(table) == 0 and "ra" in table.colnames
+
+
+@pytest.mark.parametrize("fmt", ["csv", "votable"])
+def test_each_row_takes_the_newest_published_models_prediction(classified_sky, image_workflow, tmp_path, fmt):
+    ids = list(SubjectState.objects.filter(workflow=image_workflow).order_by("subject_id")
+               .values_list("subject_id", flat=True)[:3])  # fmt: skip
+    ModelVersion.objects.filter(workflow=image_workflow, number=1).update(status="retired")
+    newer = ModelVersion.objects.create(workflow=image_workflow, number=2, kind="question_head", status="active",
+                                        sha256="cd" * 32)  # fmt: skip
+    unpublished = ModelVersion.objects.create(workflow=image_workflow, number=3, kind="question_head",
+                                              status="training", sha256="ef" * 32)  # fmt: skip
+    older = ModelVersion.objects.get(workflow=image_workflow, number=1)
+    probabilities = {key: [1 / len(t["answers"])] * len(t["answers"]) for key, t in
+                     image_workflow.task_tree["tasks"].items()}  # fmt: skip
+    for version, subject_id, bald in [(newer, ids[0], 0.5), (older, ids[1], 0.125), (unpublished, ids[0], 0.9),
+                                      (unpublished, ids[2], 0.9)]:  # fmt: skip
+        Prediction.objects.create(model_version=version, subject_id=subject_id, probabilities=probabilities,
+                                  entropy=0.5, bald=bald, score=bald, in_training=version is newer)  # fmt: skip
+    out = tmp_path / f"catalog.{fmt}"
+    catalog_export(workflow=image_workflow, fmt=fmt, out_path=out)
+    rows = {int(r["subject_id"]): r for r in read_table(out, fmt)}
+    assert (rows[ids[0]]["model_version"], rows[ids[0]]["model_sha256"]) == (2, "cd" * 32)
+    assert rows[ids[0]]["model_bald"] == pytest.approx(0.5) and bool(rows[ids[0]]["model_in_training"])
+    assert rows[ids[1]]["model_version"] == 1 and rows[ids[1]]["model_bald"] == pytest.approx(0.125)
+    assert not bool(rows[ids[1]]["model_in_training"])
+    sha = rows[ids[2]]["model_sha256"]  # the fixture's version 1 scored ids[0] too: version 2 is newer
+    assert rows[ids[2]]["model_version"] == 0 and (np.ma.is_masked(sha) or sha == "")  # ECSV reads "" as masked
 
 
 def test_fixed_lists_keeps_rows_of_the_expected_length_only():

@@ -67,6 +67,7 @@ def test_the_lens_search_has_training_lenses_as_gold_and_keeps_truth_for_benchma
     assert len(states) == 21  # 20 survey cutouts + 1 training lens (2%, at least one)
     training = [s for s in states if s.subject.truth["role"] == "training"]
     assert training and all(s.gold_answers == {"L0": 0} and s.subject.truth["is_lens"] for s in training)
+    assert all(s.subject.truth["arc_snr"] >= 20 for s in training)  # training lenses are visible ones
     assert all(s.gold_answers in (None, {"L0": 1}) for s in states if s.subject.truth["role"] == "survey"
                and not s.subject.truth["is_lens"])
     assert not any(word in s.subject.external_id for s in states for word in ("train", "survey"))

@@ -170,3 +170,26 @@ def test_rollback_refuses_a_checkpoint_whose_sha256_no_longer_matches(evaluated)
 def test_rollback_without_an_active_version_is_refused(evaluated):
     with pytest.raises(registry.RegistryError, match="no active model version"):
         registry.model_version_rollback(workflow=evaluated)
+
+
+def test_without_torch_the_web_process_reuses_stored_evaluations_or_hands_the_comparison_to_the_worker(
+    evaluated, monkeypatch, django_capture_on_commit_callbacks
+):
+    import sys
+
+    best, worst = answers_by_accuracy(evaluated)
+    v1 = register_answering(evaluated, 1, best)
+    registry.model_version_promote(model_version=v1)
+    v2 = register_answering(evaluated, 2, worst)
+    assert registry.model_version_promote(model_version=v2).action == "refused"  # both evaluations stored
+    v3 = register_answering(evaluated, 3, best)
+
+    monkeypatch.delitem(sys.modules, "torch")  # as in the web process, which never loads torch
+    again = registry.model_version_promote(model_version=v2)  # a scientist's unforced retry: from the stored ones
+    assert again.action == "refused" and again.detail["candidate"]["n"] == N_EVAL
+    with django_capture_on_commit_callbacks() as sent:
+        with pytest.raises(registry.ComparisonQueued, match="queued"):
+            registry.model_version_promote(model_version=v3)  # never evaluated: the worker must compare
+    assert len(sent) == 1
+    v3.refresh_from_db()
+    assert v3.status == "evaluating" and ModelVersion.objects.get(status="active") == v1

@@ -336,3 +336,22 @@ def test_the_review_pages_work_for_spectra(spectrum_workflow):
     client.force_login(user("boss", is_staff=True))
     assert f'data-subject="{sid}"' in client.get(f"/science/workflows/{spectrum_workflow.id}/review/").content.decode()
     assert client.get(f"/science/workflows/{spectrum_workflow.id}/subjects/{sid}/").status_code == 200
+
+
+def test_expert_labels_count_as_training_labels_even_with_few_votes(workflow, subjects):
+    from labeler.learning.datasets import labelled_counts
+    from labeler.learning.triggers import labelled_count
+    from mlcore import tasktree
+
+    workflow.label_min_votes = 3
+    workflow.save()
+    vote(workflow, subjects[0], [SMOOTH_ROUND] * 3)  # labelled by the crowd
+    vote(workflow, subjects[1], [SMOOTH_ROUND])  # one vote only: not a label yet
+    assert labelled_count(workflow) == 1
+    expert_label_create(workflow=workflow, subject=subjects[1], user=user("ann"), annotation=STAR)
+    assert labelled_count(workflow) == 2
+    layout = tasktree.label_layout(workflow.task_tree)
+    ids, counts = labelled_counts(workflow, layout)
+    assert ids == [subjects[0], subjects[1]]
+    root = counts[1][: dict(layout)["T0"]]
+    assert root.argmax() == 2 and root[2] > 0 and root[0] == 0, "the expert's star replaces the crowd's vote"

@@ -111,3 +111,22 @@ def test_the_lens_tree_is_a_yes_no_question_with_arc_marking():
     assert {tool["type"] for tool in LENS_TREE["marks"]["tools"]} == {"line", "box"}
     with pytest.raises(ValueError):
         lenses.simulate_non_lens(np.random.default_rng(0), kind="quasar")
+
+
+def test_simulated_volunteers_miss_hard_lenses_and_are_fooled_by_look_alikes():
+    from mlcore.simulate.lens_crowd import YES, lens_vote, p_says_lens
+    from mlcore.simulate.volunteers import SimVolunteer
+
+    typical = SimVolunteer("sim-typical-000", "typical", 0.85)
+    easy, hard = {"is_lens": True, "difficulty": 0.0}, {"is_lens": True, "difficulty": 0.9}
+    ring, plain = {"is_lens": False, "difficulty": lenses.LOOKALIKE["ring_galaxy"]}, {"is_lens": False,
+                                                                                      "difficulty": 0.0}
+    assert p_says_lens(typical, easy) > 0.8 > 0.3 > p_says_lens(typical, hard) > p_says_lens(typical, plain)
+    assert p_says_lens(typical, ring) > 3 * p_says_lens(typical, plain)
+    expert = SimVolunteer("sim-expert-000", "expert", 0.97)
+    medium = {"is_lens": True, "difficulty": 0.5}
+    assert p_says_lens(expert, medium) > p_says_lens(typical, medium)
+    assert p_says_lens(expert, ring) < p_says_lens(typical, ring)
+    always_yes = SimVolunteer("sim-spammer-001-first", "spammer", 0.0)
+    assert p_says_lens(always_yes, plain) == 1.0 and lens_vote(always_yes, plain, 0.999) == YES
+    assert lens_vote(typical, hard, 0.2) == lens_vote(typical, hard, 0.2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -204,11 +205,14 @@ def test_a_name_the_project_already_has_is_refused(world, scientist):
 
 
 # ------------------------------------------------------------------ limits
-def test_a_file_over_the_fits_size_limit_is_refused_with_413(world, scientist, settings):
-    settings.SKYLOOP_FITS_MAX_BYTES = 20_000
+def test_a_file_over_the_fits_size_limit_is_stopped_while_it_streams_in(world, scientist, settings):
+    settings.SKYLOOP_FITS_MAX_BYTES = 100_000
     before = stored()
-    big = fits_bytes(np.ones((3, 64, 64), np.float32))  # ~ 51 kB
-    assert_refused(upload(scientist, world.project, {"big.fits": big}), 413, "too_large", before, mentions="big.fits")
+    big = fits_bytes(np.ones((3, 256, 256), np.float32))  # ~ 790 kB
+    response = upload(scientist, world.project, {"big.fits": big})
+    assert_refused(response, 413, "too_large", before, mentions="big.fits")
+    read_when_stopped = int(re.search(r"more than (\d+) bytes", response.json()["error"]["message"]).group(1))
+    assert 100_000 < read_when_stopped < len(big) / 2
 
 
 def test_a_request_over_the_upload_limit_is_refused_before_it_is_read(world, scientist, settings, monkeypatch):

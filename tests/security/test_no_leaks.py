@@ -16,6 +16,7 @@ from django.urls import reverse
 
 from labeler.classifications.models import Consensus
 from labeler.learning.models import ModelVersion, Prediction
+from labeler.subjects.models import Subject
 from labeler.workflows.models import SubjectState
 
 TRUTH_MARK = "truth-marker-7f3a9c"
@@ -153,3 +154,26 @@ def test_the_scientist_pages_that_show_the_secrets_are_closed_to_volunteers(worl
         response = world.client(persona).get(reverse("science-subject", args=[world.workflow.id, subject.id]))
         assert response.status_code in (302, 403)
         assert_clean(f"subject page as {persona}", response.content)
+
+
+def test_a_spectrum_and_its_data_never_carry_the_simulated_absorber(world):
+    """The DLA a simulation hid in a spectrum (its z_abs, log N_HI, class) is not in what the viewer gets."""
+    client, workflow = world.client("anonymous"), world.spectrum_workflow
+    workflow.random_share, workflow.gold_share_start, workflow.gold_share_floor = 0.0, 0.0, 0.0
+    workflow.save()
+    checked = 0
+    for _ in range(4):
+        served = client.get(reverse("api-next", args=[workflow.id])).json()["subject"]
+        if served is None:
+            break
+        truth = Subject.objects.get(pk=served["id"]).truth
+        data = client.get(served["data_url"], HTTP_ACCEPT_ENCODING="identity")
+        payload = json.dumps(served) + data.content.decode()
+        hidden = [repr(truth[k]) for k in ("z_abs", "log_nhi", "sub_dla_z", "sub_dla_log_nhi") if truth.get(k)]
+        assert not [h for h in hidden if h in payload], f"subject {served['id']} leaks its absorber"
+        assert '"class"' not in payload and "no_dla" not in payload
+        checked += 1
+        client.post(reverse("api-classifications"),
+                    {"workflow": workflow.id, "subject": served["id"], "client_uuid": str(uuid.uuid4()),
+                     "annotation": first_path(workflow.task_tree)}, content_type="application/json")
+    assert checked >= 2

@@ -60,7 +60,7 @@ def training_maybe_queue(*, workflow: Workflow, force: bool = False) -> ModelVer
     workflow row lock serialises concurrent submits). An orphaned run (its message lost
     to a dead broker, or its worker killed) is sent again instead.
     """
-    if model_kind(workflow) is None:
+    if model_kind(workflow) is None or _live_run_exists(workflow):
         return None
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
@@ -110,6 +110,18 @@ def _send_training_on_commit(version_id: int) -> None:
             log.warning("broker unreachable, training of version %s not sent yet: %s", version_id, exc)
 
     transaction.on_commit(send)
+
+
+def _live_run_exists(workflow: Workflow) -> bool:
+    """A run with a fresh heartbeat: nothing to do, so skip the workflow row lock that
+    would otherwise serialise every labelling vote behind it under load."""
+    now = timezone.now()
+    return ModelVersion.objects.filter(
+        workflow=workflow,
+        status__in=ModelVersion.IN_PROGRESS,
+        heartbeat_at__gte=now - LEASE,
+        created_at__gte=now - stale_after(),
+    ).exists()
 
 
 def _is_orphaned(version: ModelVersion) -> bool:

@@ -196,7 +196,7 @@ def worker_killed(logs: Path) -> dict:
     second = start_worker(logs / "worker-faults-2.log")
     try:
         triggers.training_sweep()
-        finished = _wait(lambda: ModelVersion.objects.get(pk=version.pk).status in ("active", "failed"), 420)
+        finished = _wait(lambda: ModelVersion.objects.get(pk=version.pk).status in ("active", "failed"), 900)
         if not finished:  # a figure, not a crash: the run was not taken over (what the database was doing)
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pid, state, wait_event_type, wait_event, left(query, 200) FROM pg_stat_activity"

@@ -33,16 +33,16 @@ Figures ("_cpu" on a CPU, "_gpu" where CUDA runs the bench):
   including the dihedral feature cache; image_accuracy_head_same_subjects is the head
   alone on the same subjects, for comparison.
 - inference_cutouts_per_s: N_INFER 64x64x3 FITS files on disk -> read (mlcore.io) ->
-  frozen backbone -> MC-dropout head (15) with the temperature -> rows in a sqlite table.
+  frozen backbone -> MC-dropout head (15) with the temperature -> rows in a sqlite table;
+  ``bench.inference.inference_throughput``, which also reports it per CPU-second and the
+  load average (the stage breakdown is ``bench/run.py inference``).
 - pool_rescoring_per_s: cached embeddings of N_TRAIN subjects -> MC-dropout head (15 samples,
   ``mlcore.inference.mc_head_probs``), what the loop re-runs after every retraining.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass
@@ -55,8 +55,7 @@ from mlcore.acquisition import layout_slices, layout_width
 from mlcore.calibration import calibrate_probs, expected_calibration_error, fit_temperature, reliability_curve
 from mlcore.device import best_device
 from mlcore.finetune import FinetuneConfig, finetune_image_model, save_backbone_weights
-from mlcore.inference import mc_head_probs, score_fits_files
-from mlcore.io import write_image_fits
+from mlcore.inference import mc_head_probs
 from mlcore.models.image import BackboneConfig, ImageBackbone, QuestionHead
 from mlcore.predict import question_slice
 from mlcore.simulate import sky
@@ -114,7 +113,7 @@ def run(results: Path) -> dict:
     finetuned = _finetune(train, test, device, suffix)
     figures.update(finetuned)
     figures["image_accuracy_head_same_subjects"] = curve[N_FINETUNE]
-    figures[f"inference_cutouts_per_s_{suffix}"] = _inference_throughput(test, head, temps, device)
+    figures.update(_inference_throughput(test, head, temps, device, suffix))
     figures[f"pool_rescoring_per_s_{suffix}"] = _rescoring_throughput(head, train.embeddings, device)
 
     _plot_reliability(results / "models_reliability.png", probs[:, root_cols], calibrated[:, root_cols], root_truth)
@@ -274,34 +273,14 @@ def _finetune(train: Split, test: Split, device: torch.device, suffix: str) -> d
     }
 
 
-def _inference_throughput(test: Split, head, temps: dict, device: torch.device) -> float:
-    """FITS files on disk -> scores in a sqlite table, end to end, cutouts per second."""
+def _inference_throughput(test: Split, head, temps: dict, device: torch.device, suffix: str) -> dict[str, float]:
+    """FITS files on disk -> scores in a sqlite table, end to end (``bench.inference``'s path)."""
+    from bench.inference import inference_throughput, write_cutout_files
+
+    cubes = test.cubes[np.arange(N_INFER) % len(test.cubes)]
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for i in range(N_INFER):
-            cube = test.cubes[i % len(test.cubes)]
-            path = os.path.join(tmp, f"cutout-{i:05d}.fits")
-            write_image_fits(path, cube, ("g", "r", "i"), wcs=sky.cutout_wcs(150.0 + i * 1e-3, 2.0))
-            paths.append(path)
-        backbone = ImageBackbone(device=device)
-        backbone.embed(test.cubes[:8])  # warm-up (one-off kernel selection), not a per-cutout cost
-        db = sqlite3.connect(os.path.join(tmp, "scores.sqlite3"))
-        db.execute("CREATE TABLE prediction (path TEXT PRIMARY KEY, answer INTEGER, probability REAL, probs TEXT)")
-        started = time.perf_counter()
-        scores = score_fits_files(paths, backbone, head, LAYOUT, n_samples=MC_SAMPLES, temperatures=temps)
-        root = scores.probs[:, question_slice(LAYOUT, ROOT)]
-        rows = [
-            (p, int(r.argmax()), float(r.max()), json.dumps(np.round(q, 4).tolist()))
-            for p, r, q in zip(scores.paths, root, scores.probs, strict=True)
-        ]
-        with db:
-            db.executemany("INSERT INTO prediction VALUES (?, ?, ?, ?)", rows)
-        seconds = time.perf_counter() - started
-        stored = db.execute("SELECT COUNT(*) FROM prediction").fetchone()[0]
-        db.close()
-    if stored != N_INFER or scores.failed:
-        raise RuntimeError(f"stored {stored} of {N_INFER} scores; failed: {scores.failed[:3]}")
-    return N_INFER / seconds
+        paths = write_cutout_files(cubes, tmp)
+        return inference_throughput(paths, ImageBackbone(device=device), head, LAYOUT, temps, suffix=suffix)
 
 
 def _rescoring_throughput(head, embeddings: np.ndarray, device: torch.device) -> float:

@@ -56,7 +56,7 @@ RATE_PERIODS = {"s": 1, "sec": 1, "min": 60, "hour": 3600, "day": 86400}
 
 
 def env_rate(name: str, default: str) -> tuple[int, int] | None:
-    """``"3000/min"`` -> (3000, 60) requests per seconds; ``"off"`` -> None."""
+    """``"3000/min"`` -> (3000, 60): requests per period in seconds; ``"off"`` -> None."""
     raw = env_str(name, default).strip().lower()
     if raw in ("", "off"):
         return None
@@ -225,6 +225,7 @@ SKYLOOP_PROXY_HOPS = env_int("SKYLOOP_PROXY_HOPS", 0)  # trusted proxies appendi
 SKYLOOP_UPLOAD_MAX_BYTES = env_int("SKYLOOP_UPLOAD_MAX_BYTES", 256 * 2**20, minimum=1)  # one upload request
 SKYLOOP_FITS_MAX_BYTES = env_int("SKYLOOP_FITS_MAX_BYTES", 64 * 2**20, minimum=2880)  # one uploaded FITS file
 SKYLOOP_UPLOAD_MAX_FILES = env_int("SKYLOOP_UPLOAD_MAX_FILES", 100, minimum=1)
+DATA_UPLOAD_MAX_NUMBER_FILES = SKYLOOP_UPLOAD_MAX_FILES  # Django stops parsing past it
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("SKYLOOP_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 if env_bool("SKYLOOP_HTTPS", False):  # behind a TLS-terminating proxy that sets X-Forwarded-Proto
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

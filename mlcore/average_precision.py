@@ -9,6 +9,11 @@ difficult is ignored, and difficult boxes do not count in the recall. AP is the 
 under the precision-recall curve after making precision monotone (the "all-point
 interpolation" of VOC 2010 onwards); mAP is the mean over classes that have
 ground truth.
+
+Trails are also scored as segments (``line_recall``): a found segment matches a true one
+when their endpoints (in the better order) lie within the tolerance volunteers' lines are
+clustered with in ``mlcore.marks`` (4 px + 10% of the length) -- an axis-aligned box says
+little about a diagonal streak.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mlcore.marks import box_iou
+from mlcore.marks import LINE_TOL_FRAC, LINE_TOL_PX, box_iou, line_distance
 
 
 def xywh_to_xyxy(boxes) -> np.ndarray:
@@ -106,3 +111,49 @@ def mean_average_precision(
     per_class = {name: _class_ap(predictions, truths, name, iou_threshold) for name in classes}
     scored = [ap for ap in per_class.values() if ap is not None]
     return {"map": float(np.mean(scored)) if scored else float("nan"), "ap": per_class}
+
+
+def line_recall(found: Sequence[np.ndarray], truths: Sequence[np.ndarray], difficult: Sequence[np.ndarray]) -> dict:
+    """Share of required true segments matched by a found one (each found segment matches once).
+
+    Parameters
+    ----------
+    found : per image, (n, 4) x1, y1, x2, y2, best first
+    truths : per image, (m, 4) x1, y1, x2, y2
+    difficult : per image, (m,) bool: not required, and a found segment matching one is neither hit nor false
+
+    Returns
+    -------
+    dict: ``"recall"`` (NaN without required segments), ``"n_required"``, ``"n_found"``,
+    ``"false_per_image"`` (found segments matching no true one, per image).
+    """
+    if not len(found) == len(truths) == len(difficult):
+        raise ValueError(f"{len(found)} found lists, {len(truths)} truth lists, {len(difficult)} difficult lists")
+    hits = required = false = total = 0
+    for seen, true, hard in zip(found, truths, difficult, strict=True):
+        seen = np.asarray(seen, dtype=np.float64).reshape(-1, 4)
+        true = np.asarray(true, dtype=np.float64).reshape(-1, 4)
+        hard = np.asarray(hard, dtype=bool).reshape(-1)
+        required += int((~hard).sum())
+        total += len(seen)
+        claimed = np.zeros(len(true), dtype=bool)
+        for segment in seen:
+            if len(true) == 0:
+                false += 1
+                continue
+            gap = line_distance(np.vstack([segment, true]))[0, 1:]
+            true_length = np.hypot(true[:, 2] - true[:, 0], true[:, 3] - true[:, 1])
+            length = (np.hypot(*(segment[2:] - segment[:2])) + true_length) / 2
+            close = (gap <= LINE_TOL_PX + LINE_TOL_FRAC * length) & ~claimed
+            if not close.any():
+                false += 1
+                continue
+            best = int(np.flatnonzero(close)[np.argmin(gap[close])])
+            claimed[best] = True
+            hits += int(not hard[best])
+    return {
+        "recall": hits / required if required else float("nan"),
+        "n_required": required,
+        "n_found": total,
+        "false_per_image": false / max(len(found), 1),
+    }

@@ -24,7 +24,7 @@ from torch import nn
 
 from mlcore.calibration import calibrate_probs
 from mlcore.device import best_device
-from mlcore.io import DataFileError, read_image_fits
+from mlcore.io import DataFileError, read_image_cube
 from mlcore.models.image import ImageBackbone, QuestionHead
 from mlcore.predict import mc_dropout_probs, per_question_softmax
 
@@ -53,7 +53,7 @@ class BulkScores:
 
 def _read(path: str) -> tuple[str, np.ndarray | None, str | None]:
     try:
-        return path, read_image_fits(path).cube, None
+        return path, read_image_cube(path), None
     except (DataFileError, OSError) as exc:
         return path, None, str(exc)
 

@@ -86,6 +86,76 @@ def read_image_fits(path) -> ImageData:
                      nan_fraction=nan_fraction, header=_kept_cards(header))
 
 
+def read_image_cube(path) -> np.ndarray:
+    """Only the pixels: ``read_image_fits(path).cube``, (B, H, W) float32, without the WCS and header cards.
+
+    The bulk-inference reader. Parsing the WCS is about two thirds of ``read_image_fits``;
+    a plain float image in the primary HDU alone (what ``write_image_fits`` and cutout
+    services write) is read straight from its big-endian bytes after checking the header.
+    Anything else (integers, scaling, extensions, a short file) goes through astropy, so
+    the cube and the :class:`DataFileError` reasons are the same as ``read_image_fits``'s.
+    """
+    planes = _plain_primary_planes(path)
+    if planes is None:
+        return read_image_fits(path).cube
+    cube, _ = _fill_non_finite(_stack_planes(planes))
+    return cube
+
+
+FITS_BLOCK = 2880
+FLOAT_BITPIX = {-32: ">f4", -64: ">f8"}
+MAX_HEADER_BLOCKS = 64
+
+
+def _plain_primary_planes(path) -> list[np.ndarray] | None:
+    """Planes of an unscaled float primary image with nothing after it, or None (then astropy decides)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None  # astropy raises it again, as a DataFileError with the reason
+    cards = _primary_cards(raw)
+    if cards is None or cards.get("SIMPLE") != "T" or cards.get("BSCALE", "1") not in ("1", "1.0", "1.") \
+            or cards.get("BZERO", "0") not in ("0", "0.0", "0."):
+        return None
+    try:
+        dtype = FLOAT_BITPIX.get(int(cards["BITPIX"]))
+        naxis = int(cards["NAXIS"])
+        shape = tuple(int(cards[f"NAXIS{i}"]) for i in range(naxis, 0, -1))  # FITS lists the fastest axis first
+    except (KeyError, ValueError):
+        return None
+    if dtype is None or naxis not in (2, 3) or min(shape) < 1:
+        return None
+    start = cards["_data_offset"]
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    padded = -(-nbytes // FITS_BLOCK) * FITS_BLOCK
+    if not start + nbytes <= len(raw) <= start + padded:  # short file, or more HDUs (e.g. one per band)
+        return None
+    data = np.frombuffer(raw, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize, offset=start).reshape(shape)
+    return list(data) if naxis == 3 else [data]
+
+
+def _primary_cards(raw: bytes) -> dict | None:
+    """{keyword: value text} of the primary header, plus ``_data_offset``; None if it is not plain ASCII cards."""
+    cards: dict = {}
+    for block in range(min(MAX_HEADER_BLOCKS, len(raw) // FITS_BLOCK)):
+        for pos in range(block * FITS_BLOCK, (block + 1) * FITS_BLOCK, 80):
+            card = raw[pos : pos + 80]
+            key = card[:8].rstrip()
+            if key == b"END":
+                cards["_data_offset"] = (block + 1) * FITS_BLOCK
+                return cards
+            if card[8:10] == b"= " and key in _STRUCTURAL_KEYS:
+                try:
+                    cards[key.decode("ascii")] = card[10:].split(b"/")[0].strip().decode("ascii")
+                except UnicodeDecodeError:
+                    return None
+    return None
+
+
+_STRUCTURAL_KEYS = {b"SIMPLE", b"BITPIX", b"NAXIS", b"NAXIS1", b"NAXIS2", b"NAXIS3", b"BSCALE", b"BZERO", b"GROUPS"}
+
+
 def _image_hdus(hdul) -> list:
     kinds = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
     return [h for h in hdul if isinstance(h, kinds) and h.data is not None and h.data.size > 0]

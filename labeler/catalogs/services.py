@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from labeler.catalogs import chunks, coco, columns, rows
+from labeler.catalogs import chunks, coco, columns, pipeline, rows
 from labeler.catalogs.models import ExportJob
 from labeler.catalogs.provenance import catalog_provenance
 from labeler.catalogs.rows import CatalogFilters
@@ -92,12 +92,9 @@ def catalog_export(
 def _write_table(workflow, fmt, path, filters, provenance, chunk_size, advance) -> int:
     groups = columns.catalog_groups(workflow.task_tree, rows.catalog_widths(workflow, filters))
     writer = TABLE_WRITERS[fmt](path, columns.catalog_columns(groups), provenance)
-    n_rows = 0
     try:
-        for chunk in chunks.catalog_chunks(workflow, filters, chunk_size=chunk_size):
-            writer.write(columns.chunk_arrays(groups, chunk))
-            n_rows += len(chunk)
-            advance(len(chunk))
+        read = chunks.catalog_chunks(workflow, filters, chunk_size=chunk_size)
+        n_rows = pipeline.chunks_write(writer=writer, groups=groups, chunks=read, advance=advance)
     except BaseException:
         writer.abort()
         raise

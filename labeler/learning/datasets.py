@@ -14,13 +14,17 @@ import torch
 
 from labeler.classifications.models import Consensus
 from labeler.review.selectors import expert_training_counts
+from labeler.subjects import storage
 from labeler.subjects.models import Subject, SubjectEmbedding
-from labeler.subjects.services import subject_load_image, subject_load_spectrum
+from labeler.subjects.services import subject_load_spectrum
 from labeler.workflows.models import Workflow
+from mlcore.inference import embed_fits_files
+from mlcore.io import DataFileError
 from mlcore.models.image import BackboneConfig, ImageBackbone, QuestionHead
 from mlcore.models.spectrum import SpectrumCNN, SpectrumInputConfig, preprocess_spectrum
 
 EMBED_BATCH = 256
+EMBED_CHUNK = 2048  # subjects embedded between two cache writes
 
 
 def labelled_counts(workflow: Workflow, layout) -> tuple[list[int], np.ndarray]:
@@ -52,23 +56,31 @@ def image_backbone() -> ImageBackbone:
 
 
 def embeddings(subject_ids: list[int], backbone: ImageBackbone) -> np.ndarray:
-    """(N, D) float32 embeddings, computing and caching the missing ones."""
+    """(N, D) float32 embeddings, computing and caching the missing ones.
+
+    Missing ones stream from their FITS files through ``mlcore.inference.embed_fits_files``
+    (reader threads ahead of the backbone), EMBED_CHUNK at a time, each chunk cached in one
+    bulk insert. Stored files are named by content, so subjects may share one: it is read once.
+    """
     cached = dict(
         SubjectEmbedding.objects.filter(subject_id__in=subject_ids, backbone=backbone.name).values_list(
             "subject_id", "vector"
         )
     )
     missing = [sid for sid in subject_ids if sid not in cached]
-    for start in range(0, len(missing), EMBED_BATCH):
-        chunk = missing[start : start + EMBED_BATCH]
-        subjects = Subject.objects.in_bulk(chunk)
-        cubes = np.stack([subject_load_image(subjects[sid]).cube for sid in chunk])  # (B, bands, H, W)
-        vectors = backbone.embed(cubes)  # (B, D)
+    for start in range(0, len(missing), EMBED_CHUNK):
+        chunk = missing[start : start + EMBED_CHUNK]
+        files = {sid: str(storage.media_path(name)) for sid, name in
+                 Subject.objects.filter(pk__in=chunk).values_list("pk", "data_file")}
+        done, vectors, failed = embed_fits_files(list(dict.fromkeys(files.values())), backbone, EMBED_BATCH)
+        if failed:  # as subject_load_image would: the training run fails with the reason
+            raise DataFileError(f"{failed[0][0]}: {failed[0][1]}")
+        by_file = dict(zip(done, vectors, strict=True))
         rows = [
-            SubjectEmbedding(subject_id=sid, backbone=backbone.name, vector=vectors[i].astype("<f4").tobytes())
-            for i, sid in enumerate(chunk)
+            SubjectEmbedding(subject_id=sid, backbone=backbone.name, vector=by_file[files[sid]].astype("<f4").tobytes())
+            for sid in chunk
         ]
-        SubjectEmbedding.objects.bulk_create(rows, ignore_conflicts=True)
+        SubjectEmbedding.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
         cached.update({row.subject_id: row.vector for row in rows})
     return np.stack([np.frombuffer(bytes(cached[sid]), dtype="<f4") for sid in subject_ids]).astype(np.float32)
 

@@ -33,13 +33,12 @@ from labeler.subjects.services import subject_load_image
 from labeler.workflows.models import SubjectState, Workflow
 from mlcore import checkpoints
 from mlcore.average_precision import mean_average_precision
+from mlcore.detect_train import DetectorTrainConfig, train_detector
 from mlcore.models.detector import (
     CHECKPOINT_KIND,
-    DetectorTrainConfig,
     FieldDetector,
     detect,
     line_to_box,
-    train_detector,
 )
 
 DETECTOR_TOOLS = ("box", "line")

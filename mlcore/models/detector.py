@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from efficientnet_lite_pytorch import EfficientNet
+from scipy import ndimage
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOS, FCOSHead
@@ -45,10 +45,9 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from mlcore.average_precision import xywh_to_xyxy
-from mlcore.device import amp_enabled, best_device
+from mlcore.device import amp_enabled
+from mlcore.marks import clip_segment
 from mlcore.models.image import ARCH, BackboneConfig, load_backbone, preprocess_cutouts
-from mlcore.train import Progress
 
 CHECKPOINT_KIND = "field_detector"
 FIELD_CLASSES = ("galaxy", "star", "trail")
@@ -181,7 +180,8 @@ class FieldDetector(nn.Module):
     ``layout`` is ``[(class_name, 1), ...]`` in label order (label ``k`` of torchvision's
     output is ``layout[k - 1]``; 0 is the background), so checkpoints carry the classes.
     ``forward`` is torchvision's: in training mode ``(images, targets) -> losses``, in eval
-    mode ``images -> [{"boxes" (x1, y1, x2, y2), "labels", "scores"}]``.
+    mode ``images -> [{"boxes" (x1, y1, x2, y2), "labels", "scores"}]``. ``line_classes``
+    (at most one, e.g. "trail") are what ``detect`` finds with ``find_trails`` instead.
     """
 
     def __init__(
@@ -194,11 +194,14 @@ class FieldDetector(nn.Module):
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         detections_per_img: int = 200,
+        line_classes: Sequence[str] = (),
     ):
         super().__init__()
         self.layout = [(str(name), int(n)) for name, n in layout]
         if not self.layout or any(n != 1 for _, n in self.layout):
             raise ValueError(f"a detector layout lists each class once as (name, 1), got {self.layout}")
+        if len(line_classes) > 1 or not set(line_classes) <= {name for name, _ in self.layout}:
+            raise ValueError(f"line_classes must be at most one of the layout's classes, got {list(line_classes)}")
         self.config = {
             "fpn_channels": int(fpn_channels),
             "head_convs": int(head_convs),
@@ -206,6 +209,7 @@ class FieldDetector(nn.Module):
             "score_thresh": float(score_thresh),
             "nms_thresh": float(nms_thresh),
             "detections_per_img": int(detections_per_img),
+            "line_classes": [str(name) for name in line_classes],
         }
         backbone = EfficientNetPyramid(fpn_channels, pretrained, frozen_blocks)
         strides = (*PYRAMID_STRIDES, 2 * PYRAMID_STRIDES[-1])
@@ -235,182 +239,186 @@ class FieldDetector(nn.Module):
         return self.fcos(images, targets)
 
 
-# ---------------------------------------------------------------- training and inference
+# ---------------------------------------------------------------- trails: a Radon-transform line finder
+#
+# Why not FCOS boxes for trails: a satellite's box is set by where the streak leaves the
+# field, which no local feature shows (the benchmark's FCOS reached trail AP ~0.06 with
+# boxes scattered along the streak), and faint satellites (0.3 sky sigma per pixel) only
+# stand out when summed along their length. So line classes are found as straight lines
+# in the S/N image, the matched filter for a streak (Nir, Zackay & Ofek 2018, AJ 156, 229,
+# who use a fast Radon transform): stars and galaxies are masked first and every pixel is
+# clipped at ``TRAIL_CLIP`` sigma so no bright source can pass for a line.
+
+TRAIL_CLIP = 3.0  # sky sigmas
+TRAIL_ANGLES = np.deg2rad(np.arange(0.0, 180.0, 1.0))  # 1 degree: < 1 binned pixel of drift over 128
+TRAIL_BIN = 2  # 2 x 2 binning before the transform (the PSF is 4-5 px FWHM)
+TRAIL_WIDTHS = (1, 2, 3)  # streak widths tried, binned pixels
+TRAIL_MIN_SNR = 7.0  # a line's S/N to become a candidate
+TRAIL_MAX_PER_IMAGE = 4
+TRAIL_GAP_PX = 22  # gaps bridged along a line: an asteroid's exposures leave 2-20 px between its dashes
+TRAIL_MIN_LENGTH_PX = 10.0
+TRAIL_SCORE_SNR = 15.0  # score = snr / (snr + this): S/N 15 scores 0.5
 
 
-@dataclass(frozen=True)
-class DetectorTrainConfig:
-    """How ``train_detector`` builds and trains a ``FieldDetector``.
+def trail_snr_images(cube: np.ndarray) -> np.ndarray:
+    """(B, H, W) fluxes -> (B + 1, H, W): each band's S/N image and their sum / sqrt(B), clipped and masked.
 
-    Attributes
-    ----------
-    classes : class names, in label order; every training label must be one of them.
-    epochs, batch_size : passes over the fields and fields per step.
-    lr, weight_decay : AdamW; the rate warms up linearly over ``warmup_steps`` then
-        follows a cosine to zero at the last step.
-    grad_clip : max gradient norm (FCOS's IoU loss spikes early in training).
-    augment_flips : random left-right / up-down flips of each field and its boxes. No
-        90-degree turns: saturation bleeds run along CCD columns, and a turned field
-        would teach the network horizontal bleeds that never happen.
-    fpn_channels, head_convs, frozen_blocks : ``FieldDetector`` size (ignored when a
-        model is passed in to fine-tune).
-    seed : fixes the initial head weights, batch order and flips.
+    Masked (set to 0): saturated pixels with their bleeds, and compact sources of the
+    band sum (stars and galaxies shine in every band; a satellite is in one).
     """
-
-    classes: tuple[str, ...] = FIELD_CLASSES
-    epochs: int = 12
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 30
-    grad_clip: float = 10.0
-    augment_flips: bool = True
-    fpn_channels: int = 64
-    head_convs: int = 2
-    frozen_blocks: int = 3
-    seed: int = 0
-
-
-def _targets(
-    fields: np.ndarray, boxes: Sequence[np.ndarray], labels: Sequence[Sequence[str]], classes: Sequence[str]
-) -> list[dict[str, torch.Tensor]]:
-    """Validated torchvision targets: boxes (x1, y1, x2, y2) clipped to the field, labels 1..K."""
-    if fields.ndim != 4:
-        raise ValueError(f"fields must have shape (N, B, H, W), got {fields.shape}")
-    if not len(fields) == len(boxes) == len(labels):
-        raise ValueError(f"{len(fields)} fields but {len(boxes)} box lists and {len(labels)} label lists")
-    height, width = fields.shape[-2:]
-    index = {name: k + 1 for k, name in enumerate(classes)}
-    out = []
-    for i, (field_boxes, field_labels) in enumerate(zip(boxes, labels, strict=True)):
-        xyxy = xywh_to_xyxy(field_boxes)
-        if len(xyxy) != len(field_labels):
-            raise ValueError(f"field {i}: {len(xyxy)} boxes but {len(field_labels)} labels")
-        if not np.isfinite(xyxy).all():
-            raise ValueError(f"field {i}: boxes must be finite")
-        unknown = sorted(set(field_labels) - index.keys())
-        if unknown:
-            raise ValueError(f"field {i}: labels {unknown} are not among the classes {list(classes)}")
-        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
-        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
-        if ((xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])).any():
-            raise ValueError(f"field {i}: every box needs a positive width and height inside the field")
-        out.append(
-            {
-                "boxes": torch.as_tensor(xyxy, dtype=torch.float32),
-                "labels": torch.as_tensor([index[name] for name in field_labels], dtype=torch.int64),
-            }
-        )
-    return out
+    cube = np.nan_to_num(np.asarray(cube, dtype=np.float64))
+    sky = np.median(cube, axis=(1, 2), keepdims=True)
+    sigma = 1.4826 * np.median(np.abs(cube - sky), axis=(1, 2), keepdims=True)  # robust sky sigma
+    snr = (cube - sky) / np.where(sigma > 0, sigma, 1.0)
+    saturated = np.zeros(cube.shape[1:], dtype=bool)
+    for plane in cube:
+        top = plane >= plane.max() * (1 - 1e-6)
+        if top.sum() >= 3:  # a flat top: full-well clipping and its column bleed
+            saturated |= top
+    saturated = ndimage.binary_dilation(saturated, iterations=3)
+    images = np.concatenate([snr, snr.sum(axis=0, keepdims=True) / math.sqrt(len(snr))])
+    masked = saturated | _compact_sources(images[-1], saturated)
+    images = np.clip(images, -TRAIL_CLIP, TRAIL_CLIP)
+    images[:, masked] = 0.0
+    return images
 
 
-def _random_flips(images: torch.Tensor, targets: list[dict], generator: torch.Generator) -> tuple[torch.Tensor, list]:
-    """Flip each (3, H, W) image left-right and/or up-down at random, with its boxes."""
-    height, width = images.shape[-2:]
-    images, flipped = images.clone(), []
-    for i, target in enumerate(targets):
-        boxes = target["boxes"].clone()  # (n, 4) x1, y1, x2, y2
-        if torch.rand(1, generator=generator) < 0.5:
-            images[i] = images[i].flip(-1)
-            boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
-        if torch.rand(1, generator=generator) < 0.5:
-            images[i] = images[i].flip(-2)
-            boxes[:, [1, 3]] = height - boxes[:, [3, 1]]
-        flipped.append({**target, "boxes": boxes})
-    return images, flipped
+def _compact_sources(image: np.ndarray, saturated: np.ndarray, nsigma: float = 4.0, min_axis_ratio: float = 2.0):
+    """Pixels of blobs above ``nsigma`` (smoothed) that are not streak-like (axis ratio or length too small)."""
+    smooth = ndimage.gaussian_filter(image, 1.0)
+    noise = 1.4826 * np.median(np.abs(smooth - np.median(smooth)))
+    labels, count = ndimage.label(smooth > nsigma * max(noise, 1e-12))
+    if count == 0:
+        return np.zeros(image.shape, dtype=bool)
+    ys, xs = np.nonzero(labels)
+    lab = labels[ys, xs]
+    n = np.maximum(np.bincount(lab, minlength=count + 1), 1).astype(float)
+    dx = xs - (np.bincount(lab, xs, count + 1) / n)[lab]
+    dy = ys - (np.bincount(lab, ys, count + 1) / n)[lab]
+    cxx = np.bincount(lab, dx * dx, count + 1) / n + 1 / 12
+    cyy = np.bincount(lab, dy * dy, count + 1) / n + 1 / 12
+    cxy = np.bincount(lab, dx * dy, count + 1) / n
+    half = np.sqrt(((cxx - cyy) / 2) ** 2 + cxy**2)
+    major, minor = (cxx + cyy) / 2 + half, np.maximum((cxx + cyy) / 2 - half, 1e-6)
+    streak = (np.sqrt(major / minor) >= min_axis_ratio) & (2 * np.sqrt(major) >= TRAIL_MIN_LENGTH_PX)
+    compact = ~streak
+    compact[np.unique(labels[saturated])] = True  # a bleed makes a saturated star look long
+    compact[0] = False
+    return ndimage.binary_dilation(compact[labels], iterations=2)
 
 
-def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
-
-    return factor
+def _binned(image: np.ndarray) -> np.ndarray:
+    h, w = (s // TRAIL_BIN * TRAIL_BIN for s in image.shape)
+    blocks = image[:h, :w].reshape(h // TRAIL_BIN, TRAIL_BIN, w // TRAIL_BIN, TRAIL_BIN)
+    return blocks.sum(axis=(1, 3)) / TRAIL_BIN  # unit noise stays unit
 
 
-def train_detector(
-    fields: np.ndarray,
-    boxes: Sequence[np.ndarray],
-    labels: Sequence[Sequence[str]],
-    config: DetectorTrainConfig | None = None,
-    *,
-    model: FieldDetector | None = None,
-    device: torch.device | None = None,
-    progress: Progress | None = None,
-) -> FieldDetector:
-    """Train a ``FieldDetector`` on fields and their boxes (e.g. consensus boxes).
+def line_snr(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """S/N of every straight line through a unit-noise (H, W) image: the Radon transform by histogram.
 
-    Parameters
-    ----------
-    fields : ndarray, shape (N, B, H, W), all the same size
-    boxes : N arrays of shape (n_i, 4), x, y, width, height (array-pixel convention);
-        a field may have none
-    labels : N sequences of n_i class names from ``config.classes``
-    config : DetectorTrainConfig, default ``DetectorTrainConfig()``
-    model : FieldDetector, optional
-        Fine-tune this one (its classes must equal ``config.classes``) instead of
-        starting from the ImageNet backbone and fresh heads.
-    device : default ``best_device()``
-    progress : callable ``(epoch, epochs, {"loss", "classification", "bbox_regression", "bbox_ctrness"})``
-
-    Returns
-    -------
-    FieldDetector in eval mode, on ``device``.
-
-    Raises
-    ------
-    ValueError
-        Mismatched lengths, unknown labels, boxes with no area inside the field.
-    FloatingPointError
-        The training loss became non-finite.
+    Returns (angles, rho) arrays: the best S/N over ``TRAIL_WIDTHS`` and that width; rho
+    index ``r`` is the signed distance ``r - n_rho // 2`` (pixels) of the line from the centre.
     """
-    config = config or DetectorTrainConfig()
-    device = device or best_device()
-    fields = np.asarray(fields, dtype=np.float32)
-    targets = _targets(fields, boxes, labels, config.classes)
-    if len(fields) == 0:
-        raise ValueError("need at least one field to train on")
-    torch.manual_seed(config.seed)
-    if model is None:
-        layout = [(name, 1) for name in config.classes]
-        model = FieldDetector(layout, config.fpn_channels, config.head_convs, config.frozen_blocks)
-    elif model.classes != list(config.classes):
-        raise ValueError(f"the model detects {model.classes}, the config asks for {list(config.classes)}")
-    model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    n_batches = math.ceil(len(fields) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(config.warmup_steps, config.epochs * n_batches)
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_enabled(device))
-    generator = torch.Generator().manual_seed(config.seed)
-    for epoch in range(1, config.epochs + 1):
-        sums: dict[str, float] = {}
-        for idx in torch.randperm(len(fields), generator=generator).split(config.batch_size):
-            images = preprocess_fields(fields[idx.numpy()])  # (b, 3, H, W)
-            batch = [targets[i] for i in idx.tolist()]
-            if config.augment_flips:
-                images, batch = _random_flips(images, batch, generator)
-            batch = [{k: v.to(device) for k, v in t.items()} for t in batch]
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp_enabled(device)):
-                losses = model(list(images.to(device)), batch)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"detector loss is {loss.item()}; stopping (check boxes and learning rate)")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(params, config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            for name, value in {"loss": loss, **losses}.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) * len(idx)
-        if progress is not None:
-            progress(epoch, config.epochs, {name: total / len(fields) for name, total in sums.items()})
-    return model.eval()
+    h, w = image.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    xs, ys = xs - (w - 1) / 2, ys - (h - 1) / 2
+    n_rho = int(math.ceil(math.hypot(h, w))) + 1
+    rho = np.outer(np.cos(TRAIL_ANGLES), xs.ravel()) + np.outer(np.sin(TRAIL_ANGLES), ys.ravel())
+    index = (np.rint(rho).astype(np.int64) + n_rho // 2) + n_rho * np.arange(len(TRAIL_ANGLES))[:, None]
+    size = len(TRAIL_ANGLES) * n_rho
+    sums = np.bincount(index.ravel(), np.tile(image.ravel(), len(TRAIL_ANGLES)), size).reshape(-1, n_rho)
+    counts = np.bincount(index.ravel(), None, size).reshape(-1, n_rho).astype(float)
+    best, width = np.full(sums.shape, -np.inf), np.zeros(sums.shape, dtype=np.int64)
+    for wd in TRAIL_WIDTHS:
+        s = ndimage.uniform_filter1d(sums, wd, axis=1, mode="constant") * wd
+        c = ndimage.uniform_filter1d(counts, wd, axis=1, mode="constant") * wd
+        value = np.where(c >= 4 * wd, s / np.sqrt(np.maximum(c, 1.0)), -np.inf)
+        better = value > best
+        best[better], width[better] = value[better], wd
+    return best, width
+
+
+def _segment(image: np.ndarray, angle: float, rho: float, half_width: float):
+    """The streak's extent along a line: the run of signal with the largest sum, short gaps bridged."""
+    h, w = image.shape
+    nx, ny = math.cos(angle), math.sin(angle)  # the line's normal; (-ny, nx) runs along it
+    t = np.arange(-math.hypot(h, w) / 2, math.hypot(h, w) / 2, 1.0)
+    across = np.arange(-half_width, half_width + 0.5, 1.0)
+    px = w / 2 + rho * nx - t[:, None] * ny + across[None, :] * nx
+    py = h / 2 + rho * ny + t[:, None] * nx + across[None, :] * ny
+    inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    values = np.where(inside, image[np.clip(py, 0, h - 1).astype(int), np.clip(px, 0, w - 1).astype(int)], 0.0)
+    n, profile = inside.sum(axis=1), values.sum(axis=1)
+    window = 8
+    local = ndimage.uniform_filter1d(profile, window) * window
+    local_n = ndimage.uniform_filter1d(n.astype(float), window) * window
+    on = (local_n > 0) & (local > 2.0 * np.sqrt(np.maximum(local_n, 1.0)))  # 2 sigma over 8 px
+    on |= ndimage.binary_closing(on, np.ones(TRAIL_GAP_PX)) & (n > 0)
+    labels, count = ndimage.label(on)
+    if count == 0:
+        return None
+    sums = ndimage.sum(profile, labels, np.arange(1, count + 1))
+    best = int(np.argmax(sums)) + 1
+    run = np.flatnonzero(labels == best)
+    t0, t1 = t[run[0]] + window / 2 - 1, t[run[-1]] - window / 2 + 1  # undo the window's reach
+    if t1 - t0 < TRAIL_MIN_LENGTH_PX:
+        return None
+    ends = [(w / 2 + rho * nx - tt * ny, h / 2 + rho * ny + tt * nx) for tt in (t0, t1)]
+    return ends, float(sums[best - 1] / math.sqrt(max(n[run].sum(), 1)))
+
+
+def find_trails(cube: np.ndarray) -> list[dict]:
+    """Straight trails in a (B, H, W) field: ``[{"x1", "y1", "x2", "y2", "snr"}]``, clipped to the field, best first.
+
+    Each band is searched (a satellite crosses one exposure) and so is the band sum (an
+    asteroid leaves a dash in each); the same streak found twice is reported once.
+    """
+    cube = np.asarray(cube)
+    if cube.ndim != 3:
+        raise ValueError(f"a field must have shape (B, H, W), got {cube.shape}")
+    height, width = cube.shape[1:]
+    found = []
+    for image in trail_snr_images(cube):
+        snr, widths = line_snr(_binned(image))
+        n_rho = snr.shape[1]
+        for _ in range(TRAIL_MAX_PER_IMAGE):
+            a, r = np.unravel_index(int(np.argmax(snr)), snr.shape)
+            if snr[a, r] < TRAIL_MIN_SNR:
+                break
+            wd = int(widths[a, r])
+            rho = (r - n_rho // 2 - (0.5 if wd % 2 == 0 else 0.0)) * TRAIL_BIN  # an even filter centres half a bin low
+            segment = _segment(image, float(TRAIL_ANGLES[a]), rho, half_width=wd * TRAIL_BIN / 2 + 1)
+            snr[np.arange(a - 4, a + 5) % len(TRAIL_ANGLES), max(r - 4, 0) : r + 5] = -np.inf
+            if segment is not None:
+                ends = clip_segment(*segment[0], (float(width), float(height)))
+                if ends is not None:
+                    (x1, y1), (x2, y2) = ends
+                    found.append({"x1": x1, "y1": y1, "x2": x2, "y2": y2, "snr": segment[1]})
+    return _distinct_trails(found)
+
+
+def _distinct_trails(found: list[dict]) -> list[dict]:
+    kept: list[dict] = []
+    for trail in sorted(found, key=lambda f: -f["snr"]):
+        if not any(_same_streak(trail, other) for other in kept):
+            kept.append(trail)
+    return kept
+
+
+def _same_streak(a: dict, b: dict, max_angle_deg: float = 10.0, max_gap_px: float = 12.0) -> bool:
+    """Whether ``a`` re-finds ``b``: nearly parallel, with its middle within a few pixels of ``b``."""
+    pa, qa = np.array([a["x1"], a["y1"]]), np.array([a["x2"], a["y2"]])
+    pb, qb = np.array([b["x1"], b["y1"]]), np.array([b["x2"], b["y2"]])
+    da, db = qa - pa, qb - pb
+    cos = abs(float(da @ db)) / max(float(np.linalg.norm(da) * np.linalg.norm(db)), 1e-9)
+    if cos < math.cos(math.radians(max_angle_deg)):
+        return False
+    middle = (pa + qa) / 2
+    t = float(np.clip((middle - pb) @ db / max(float(db @ db), 1e-9), 0.0, 1.0))
+    return float(np.linalg.norm(middle - (pb + t * db))) <= max_gap_px
+
+
+# ---------------------------------------------------------------- inference
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -418,18 +426,28 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def detect(model: FieldDetector, cubes: np.ndarray, batch_size: int = 8) -> list[dict]:
+def detect(
+    model: FieldDetector, cubes: np.ndarray, batch_size: int = 8, line_classes: Sequence[str] | None = None
+) -> list[dict]:
     """Objects found in (N, B, H, W) fields, on the model's device.
+
+    ``line_classes`` (default: the model's own) are found by ``find_trails`` instead of
+    FCOS; at most one class can be a line class (the finder does not tell trails apart).
 
     Returns
     -------
     list of N dicts: ``"boxes"`` ndarray (n, 4) x, y, width, height in the array-pixel
-    convention; ``"labels"`` list of n class names; ``"scores"`` ndarray (n,) in [0, 1],
-    highest first. Scores below the model's ``score_thresh`` are left out.
+    convention (a trail's is ``line_to_box`` of its segment); ``"labels"`` list of n class
+    names; ``"scores"`` ndarray (n,) in [0, 1], highest first; ``"lines"`` ndarray (n, 4)
+    x1, y1, x2, y2 of each trail (NaN for boxes). FCOS scores below the model's
+    ``score_thresh`` are left out.
     """
     cubes = np.asarray(cubes, dtype=np.float32)
     if cubes.ndim != 4:
         raise ValueError(f"fields must have shape (N, B, H, W), got {cubes.shape}")
+    line_classes = list(model.config["line_classes"] if line_classes is None else line_classes)
+    if len(line_classes) > 1 or not set(line_classes) <= set(model.classes):
+        raise ValueError(f"line_classes must be at most one of {model.classes}, got {line_classes}")
     model.eval()
     device = _model_device(model)
     classes = model.classes
@@ -439,12 +457,38 @@ def detect(model: FieldDetector, cubes: np.ndarray, batch_size: int = 8) -> list
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp_enabled(device)):
             found = model(list(images))
         for item in found:
-            order = torch.argsort(item["scores"], descending=True)
+            keep = torch.tensor([classes[int(k) - 1] not in line_classes for k in item["labels"]], dtype=torch.bool)
             out.append(
                 {
-                    "boxes": xyxy_to_xywh(item["boxes"][order].float().cpu().numpy()),
-                    "labels": [classes[int(k) - 1] for k in item["labels"][order]],
-                    "scores": item["scores"][order].float().cpu().numpy(),
+                    "boxes": xyxy_to_xywh(item["boxes"][keep].float().cpu().numpy()),
+                    "labels": [classes[int(k) - 1] for k in item["labels"][keep]],
+                    "scores": item["scores"][keep].float().cpu().numpy(),
+                    "lines": np.full((int(keep.sum()), 4), np.nan),
                 }
             )
-    return out
+    if line_classes:
+        out = [_with_trails(item, cube, line_classes[0]) for item, cube in zip(out, cubes, strict=True)]
+    return [_best_first(item) for item in out]
+
+
+def _with_trails(item: dict, cube: np.ndarray, name: str) -> dict:
+    trails = find_trails(cube)
+    segments = np.array([[t["x1"], t["y1"], t["x2"], t["y2"]] for t in trails]).reshape(-1, 4)
+    boxes = np.array([line_to_box(*segment, cube.shape) for segment in segments]).reshape(-1, 4)
+    scores = np.array([t["snr"] / (t["snr"] + TRAIL_SCORE_SNR) for t in trails])
+    return {
+        "boxes": np.concatenate([item["boxes"], boxes]),
+        "labels": [*item["labels"], *[name] * len(trails)],
+        "scores": np.concatenate([item["scores"], scores]).astype(np.float32),
+        "lines": np.concatenate([item["lines"], segments]),
+    }
+
+
+def _best_first(item: dict) -> dict:
+    order = np.argsort(-item["scores"], kind="stable")
+    return {
+        "boxes": item["boxes"][order],
+        "labels": [item["labels"][i] for i in order],
+        "scores": item["scores"][order],
+        "lines": item["lines"][order],
+    }

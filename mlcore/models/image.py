@@ -12,6 +12,8 @@ nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -66,7 +68,7 @@ class BackboneConfig:
 DEFAULT_BACKBONE = BackboneConfig()
 
 
-def _rgb_from_bands(cubes: np.ndarray) -> np.ndarray:
+def _rgb_from_bands(cubes: torch.Tensor) -> torch.Tensor:
     """(N, B, H, W) bands in increasing wavelength -> (N, 3, H, W) as R, G, B.
 
     3 bands (g, r, i) -> (i, r, g); 1 band is replicated; 2 bands -> (red, mean, blue);
@@ -74,51 +76,70 @@ def _rgb_from_bands(cubes: np.ndarray) -> np.ndarray:
     """
     n_bands = cubes.shape[1]
     if n_bands == 1:
-        return np.repeat(cubes, 3, axis=1)
+        return cubes.expand(-1, 3, -1, -1)
     if n_bands == 2:
-        return np.stack([cubes[:, 1], cubes.mean(axis=1), cubes[:, 0]], axis=1)
-    return cubes[:, 2::-1]
+        return torch.stack([cubes[:, 1], cubes.mean(dim=1), cubes[:, 0]], dim=1)
+    return cubes[:, [2, 1, 0]]
 
 
-def _robust_sigma(flat: np.ndarray) -> np.ndarray:
-    """Per-object sky noise from the median absolute deviation; (N, P) -> (N,)."""
-    med = np.median(flat, axis=1, keepdims=True)
-    sigma = MAD_TO_SIGMA * np.median(np.abs(flat - med), axis=1)
-    fallback = flat.std(axis=1)  # noiseless simulations have MAD = 0
-    sigma = np.where(sigma > 0, sigma, fallback)
-    return np.where(sigma > 0, sigma, 1.0)
+def _row_quantiles(flat: np.ndarray, qs: tuple[float, ...]) -> list[np.ndarray]:
+    """Quantiles of each row of (N, P), interpolated linearly as ``np.percentile``; one partition for all."""
+    positions = [q * (flat.shape[1] - 1) for q in qs]
+    kth = sorted({k for pos in positions for k in (int(pos), min(int(pos) + 1, flat.shape[1] - 1))})
+    part = np.partition(flat, kth, axis=1)
+    out = []
+    for pos in positions:
+        lo, hi = int(pos), min(int(pos) + 1, flat.shape[1] - 1)
+        out.append(part[:, lo] + (pos - lo) * (part[:, hi] - part[:, lo]))
+    return out
 
 
-def asinh_stretch(rgb: np.ndarray) -> np.ndarray:
+def _robust_sigma(flat: np.ndarray, med: np.ndarray) -> np.ndarray:
+    """Per-object sky noise from the median absolute deviation; (N, P), (N,) -> (N,)."""
+    (mad,) = _row_quantiles(np.abs(flat - med[:, None]), (0.5,))
+    sigma = MAD_TO_SIGMA * mad
+    flat_rows = sigma <= 0  # noiseless simulations have MAD = 0
+    if flat_rows.any():
+        sigma[flat_rows] = flat[flat_rows].std(axis=1)
+    return np.where(sigma > 0, sigma, 1.0).astype(np.float32)
+
+
+def asinh_stretch(rgb: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Per-object asinh stretch to ``[0, 1]`` (in the spirit of Lupton+2004).
 
     All three channels of an object share one softening (``SOFTENING_SIGMA`` times the
-    object's MAD noise) and one white point, so colours survive the stretch.
+    object's MAD noise) and one white point, so colours survive the stretch. Vectorised
+    over the batch in float32: one partition per object gives the median and the white
+    point (asinh is monotonic, so the percentile of the stretched object is the stretch
+    of its percentile), a second the MAD.
 
     Parameters
     ----------
-    rgb : ndarray, shape (N, 3, H, W), sky-subtracted fluxes, finite
+    rgb : ndarray or Tensor, shape (N, 3, H, W), sky-subtracted fluxes, finite
 
     Returns
     -------
-    ndarray, shape (N, 3, H, W), float32 in ``[0, 1]``
+    float32 in ``[0, 1]``, shape (N, 3, H, W), of the same kind (ndarray or Tensor) as ``rgb``
     """
-    n = rgb.shape[0]
-    flat = rgb.reshape(n, -1).astype(np.float64)  # (N, 3*H*W)
-    soft = SOFTENING_SIGMA * _robust_sigma(flat)  # (N,)
-    stretched = np.arcsinh(flat / soft[:, None])  # (N, P)
-    white = np.percentile(stretched, WHITE_PERCENTILE, axis=1)
-    white = np.maximum(white, np.arcsinh(MIN_WHITE_SNR / SOFTENING_SIGMA))
-    out = np.clip(stretched / white[:, None], 0.0, 1.0)
-    return out.reshape(rgb.shape).astype(np.float32)
+    as_numpy = isinstance(rgb, np.ndarray)
+    x = np.ascontiguousarray(rgb if as_numpy else rgb.numpy(), dtype=np.float32)
+    if x.shape[0] == 0:
+        return x if as_numpy else torch.from_numpy(x)
+    flat = x.reshape(x.shape[0], -1)  # (N, 3*H*W)
+    med, top = _row_quantiles(flat, (0.5, WHITE_PERCENTILE / 100))
+    soft = SOFTENING_SIGMA * _robust_sigma(flat, med)  # (N,)
+    white = np.maximum(np.arcsinh(top / soft), np.float32(math.asinh(MIN_WHITE_SNR / SOFTENING_SIGMA)))
+    scaled = torch.from_numpy(flat / soft[:, None])
+    out = (torch.asinh(scaled) / torch.from_numpy(white)[:, None]).clamp_(0.0, 1.0).reshape(x.shape)
+    return out.numpy() if as_numpy else out
 
 
-def preprocess_cutouts(cubes: np.ndarray, config: BackboneConfig) -> torch.Tensor:
-    """Sky-subtracted multi-band cutouts -> ImageNet-normalised backbone input.
+def preprocess_cutouts(cubes: np.ndarray | torch.Tensor, config: BackboneConfig) -> torch.Tensor:
+    """Sky-subtracted multi-band cutouts -> ImageNet-normalised backbone input, one batch at a time in torch.
 
     Parameters
     ----------
-    cubes : ndarray, shape (N, B, H, W), B >= 1
+    cubes : ndarray or Tensor, shape (N, B, H, W), B >= 1
         Sky-subtracted fluxes, bands in increasing wavelength. NaN/inf become 0.
     config : BackboneConfig
 
@@ -126,16 +147,17 @@ def preprocess_cutouts(cubes: np.ndarray, config: BackboneConfig) -> torch.Tenso
     -------
     Tensor, shape (N, 3, S, S), float32, S = ``config.input_size``
     """
-    cubes = np.asarray(cubes, dtype=np.float32)
-    if cubes.ndim != 4 or cubes.shape[1] < 1:
-        raise ValueError(f"cubes must have shape (N, B, H, W) with B >= 1, got {cubes.shape}")
-    cubes = np.nan_to_num(cubes, nan=0.0, posinf=0.0, neginf=0.0)
+    x = cubes.float() if isinstance(cubes, torch.Tensor) else torch.from_numpy(np.asarray(cubes, dtype=np.float32))
+    if x.ndim != 4 or x.shape[1] < 1:
+        raise ValueError(f"cubes must have shape (N, B, H, W) with B >= 1, got {tuple(x.shape)}")
     size = config.input_size
-    if cubes.shape[0] == 0:
+    if x.shape[0] == 0:
         return torch.zeros((0, 3, size, size), dtype=torch.float32)
-    x = torch.from_numpy(asinh_stretch(_rgb_from_bands(cubes)))  # (N, 3, H, W) in [0, 1]
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    x = asinh_stretch(_rgb_from_bands(x))  # (N, 3, H, W) in [0, 1]
+    if x.shape[-2:] != (size, size):  # antialiasing only matters when shrinking, and costs 2x
+        shrink = x.shape[-1] > size or x.shape[-2] > size
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous()  # (N, 3, S, S)
@@ -205,6 +227,7 @@ class ImageBackbone:
         self.model = load_backbone(config).to(self.device, memory_format=torch.channels_last)
         for param in self.model.parameters():
             param.requires_grad_(False)
+        self._frozen: torch.jit.ScriptModule | None = None  # built by pooled_features on the first CPU batch
 
     @torch.inference_mode()
     def embed(self, cubes: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -224,15 +247,42 @@ class ImageBackbone:
         if cubes.ndim != 4:
             raise ValueError(f"cubes must have shape (N, B, H, W), got {cubes.shape}")
         out = np.zeros((cubes.shape[0], self.dim), dtype=np.float32)
-        use_amp = amp_enabled(self.device)
         for start in range(0, cubes.shape[0], batch_size):
             x = preprocess_cutouts(cubes[start : start + batch_size], self.config)  # (b, 3, S, S)
-            x = x.to(self.device, memory_format=torch.channels_last, non_blocking=True)
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=use_amp):
-                features = self.model.extract_features(x)  # (b, 1280, S/32, S/32)
-            pooled = features.float().mean(dim=(2, 3))  # (b, 1280)
-            out[start : start + x.shape[0]] = pooled.cpu().numpy()
+            out[start : start + x.shape[0]] = self.pooled_features(x).cpu().numpy()
         return out
+
+    @torch.inference_mode()
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images (B, 3, S, S) -> (B, 1280) float32 global-average-pooled features.
+
+        On the CPU the network runs as a frozen TorchScript graph, traced on the first
+        batch: freezing folds each BatchNorm into its convolution and lets oneDNN fuse the
+        activations, ~3x faster on 2 cores with the same embeddings (cosine > 0.99999).
+        ``torch.compile`` needs a C++ toolchain at run time and minutes of warm-up per
+        process, which a worker cannot afford for each new backbone.
+        """
+        x = x.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+        if self.device.type != "cpu":
+            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=amp_enabled(self.device)):
+                features = self.model.extract_features(x)  # (B, 1280, S/32, S/32)
+            return features.float().mean(dim=(2, 3))
+        if self._frozen is None:
+            with warnings.catch_warnings():  # jit.trace is deprecated in favour of torch.compile (see above)
+                warnings.simplefilter("ignore")
+                self._frozen = torch.jit.freeze(torch.jit.trace(_PooledFeatures(self.model).eval(), x))
+        return self._frozen(x)
+
+
+class _PooledFeatures(nn.Module):
+    """EfficientNet features, global-average-pooled: the one graph that is traced and frozen."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.extract_features(x).mean(dim=(2, 3))  # (B, 3, S, S) -> (B, 1280)
 
 
 class QuestionHead(nn.Module):

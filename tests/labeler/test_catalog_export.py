@@ -249,6 +249,34 @@ def test_a_failing_writer_leaves_no_file(classified_sky, tmp_path, monkeypatch, 
     assert [p.name for p in tmp_path.iterdir()] == [out.name] and out.read_text() == "the previous export"
 
 
+@pytest.mark.parametrize("fmt", TABLE_FORMATS)
+def test_small_chunks_write_the_same_table_as_one_chunk(classified_sky, image_workflow, tmp_path, fmt):
+    # Chunks of 2 rows: rows cross chunk edges (and VOTable's base64 stream continues across them).
+    whole, pieces = tmp_path / f"whole.{fmt}", tmp_path / f"pieces.{fmt}"
+    catalog_export(workflow=image_workflow, fmt=fmt, out_path=whole)
+    catalog_export(workflow=image_workflow, fmt=fmt, out_path=pieces, chunk_size=2)
+    a, b = read_table(whole, fmt), read_table(pieces, fmt)
+    assert len(a) == len(b) > 4 and a.colnames == b.colnames
+    for name in a.colnames:
+        assert [str(v) for v in a[name]] == [str(v) for v in b[name]], name
+
+
+@pytest.mark.parametrize("fmt", TABLE_FORMATS)
+def test_a_writer_failing_on_its_thread_stops_the_export_and_leaves_no_file(classified_sky, image_workflow, tmp_path,
+                                                                            monkeypatch, fmt):  # fmt: skip
+    writer = services.TABLE_WRITERS[fmt]
+
+    class FailsOnFirstChunk(writer):
+        def write(self, arrays):
+            raise OSError("disk full")
+
+    monkeypatch.setitem(services.TABLE_WRITERS, fmt, FailsOnFirstChunk)
+    out = tmp_path / f"catalog.{fmt}"
+    with pytest.raises(OSError, match="disk full"):
+        catalog_export(workflow=image_workflow, fmt=fmt, out_path=out, chunk_size=3)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("fmt", ["csv", "fits"])
 def test_consensus_of_an_older_tree_or_of_another_shape_exports_as_missing(classified_sky, image_workflow, tmp_path,
                                                                            fmt):  # fmt: skip

@@ -291,3 +291,12 @@ def test_the_worker_boosts_the_priority_of_likely_lenses(lens_workflow):
         assert plain.score == pytest.approx(plain.bald, rel=1e-6)  # BALD alone
         p_lens = boosted.probabilities["L0"][0]
         assert boosted.score == pytest.approx(boosted.bald * (1 + 20.0 * p_lens), rel=1e-3, abs=1e-7)
+
+
+def test_training_lenses_teach_the_volunteers_2x2_skill_and_give_feedback(lens_workflow):
+    state = lens_workflow.states.filter(gold_answers={"L0": 0}).first()
+    result = classification_submit(workflow=lens_workflow, subject_id=state.subject_id, volunteer_key="v",
+                                   annotation=NO, client_uuid=uuid.uuid4())
+    assert result.feedback["correct"] is False and result.feedback["expected"][0]["answer"] == "Yes, a lens"
+    skill = VolunteerSkill.objects.get(workflow=lens_workflow, volunteer_key="v", task="L0")
+    assert skill.counts == [[0.0, 1.0], [0.0, 0.0]] and skill.n_gold == 1  # a missed lens: row "lens", column "no"

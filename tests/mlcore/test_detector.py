@@ -4,18 +4,17 @@ import numpy as np
 import pytest
 import torch
 
+from mlcore import detect_train
 from mlcore.average_precision import interpolated_ap, mean_average_precision
 from mlcore.checkpoints import load_checkpoint, save_checkpoint
-from mlcore.models import detector
+from mlcore.detect_train import DetectorTrainConfig, train_detector
 from mlcore.models.detector import (
     FIELD_CLASSES,
     TRAIL_PAD_PX,
-    DetectorTrainConfig,
     FieldDetector,
     detect,
     line_to_box,
     preprocess_fields,
-    train_detector,
     truth_objects,
 )
 from mlcore.simulate import fields
@@ -85,7 +84,7 @@ def test_flips_carry_the_boxes_with_the_pixels():
     image[0, :, 4:8, 30:40] = 1.0  # rows 4-7, columns 30-39 -> box x 30..40, y 4..8
     target = {"boxes": torch.tensor([[30.0, 4.0, 40.0, 8.0]]), "labels": torch.tensor([1])}
     for seed in range(8):
-        flipped, (moved,) = detector._random_flips(image, [target], torch.Generator().manual_seed(seed))
+        flipped, (moved,) = detect_train._random_flips(image, [target], torch.Generator().manual_seed(seed))
         x1, y1, x2, y2 = moved["boxes"][0].int().tolist()
         lit = flipped[0, 0] > 0
         assert lit[y1:y2, x1:x2].all() and lit.sum() == (x2 - x1) * (y2 - y1)
@@ -128,7 +127,7 @@ def test_a_saved_detector_loads_and_detects_the_same(trained, small_fields, tmp_
     save_checkpoint(
         tmp_path / "det",
         model,
-        kind=detector.CHECKPOINT_KIND,
+        kind="field_detector",
         model_config=model.model_config(),
         layout=model.layout,
         metrics={"map50": 0.0},

@@ -224,8 +224,9 @@ def test_a_request_over_the_upload_limit_is_refused_before_it_is_read(world, sci
     assert_refused(response, 413, "too_large", before)
 
 
-def test_too_many_files_are_refused(world, scientist, settings):
-    settings.SKYLOOP_UPLOAD_MAX_FILES = 2
+@pytest.mark.parametrize("limit", ["SKYLOOP_UPLOAD_MAX_FILES", "DATA_UPLOAD_MAX_NUMBER_FILES"])
+def test_too_many_files_are_refused(world, scientist, settings, limit):
+    setattr(settings, limit, 2)  # ours after parsing, Django's while parsing: the same answer
     before = stored()
     files = {f"n{i}.fits": cutout(i) for i in range(3)}
     assert_refused(upload(scientist, world.project, files), 400, "too_many_files", before)
@@ -278,6 +279,7 @@ def hostile_bodies(workflow, subject_id: int) -> dict[str, bytes | str]:
     prefix = body(annotation="@")[: body(annotation="@").index('"@"')]
     return {
         "deep nesting (100k)": prefix + nested(100_000) + "}",
+        "nesting just under the parser's limit": prefix + nested(900) + "}",
         "deep nesting in marks": body().replace('"annotation"', '"marks": ' + nested(5000) + ', "annotation"'),
         "huge annotation array": body(annotation=[{"task": "T0", "answer": 0}] * 100_000),
         "annotation is a number": body(annotation=42),

@@ -12,6 +12,8 @@ from labeler.classifications.selectors import subject_next_for
 from labeler.classifications.services import ClassificationError, classification_submit
 from labeler.subjects.simulation import SIMULATED_ANSWERS, SIMULATED_TREES
 from labeler.workflows.models import Workflow
+from mlcore.simulate.lens_crowd import lens_vote
+from mlcore.simulate.lenses import LENS_TREE
 from mlcore.simulate.volunteers import make_crowd, simulated_annotation
 
 
@@ -30,9 +32,10 @@ def volunteers_simulate(
     *, workflow: Workflow, n_volunteers: int, n_classifications: int, seed: int = 0, progress=None
 ) -> SimulationReport:
     """Let a simulated crowd submit up to ``n_classifications`` (fewer if the pool runs dry)."""
-    if workflow.task_tree != SIMULATED_TREES.get(workflow.kind):
+    lens_search = workflow.task_tree == LENS_TREE
+    if not lens_search and workflow.task_tree != SIMULATED_TREES.get(workflow.kind):
         raise SimulationError(f"workflow {workflow} does not use the simulated sky's questions")
-    class_answers = SIMULATED_ANSWERS[workflow.kind]
+    class_answers = None if lens_search else SIMULATED_ANSWERS[workflow.kind]
     rng = np.random.default_rng(seed)
     pick = random.Random(seed)
     crowd = make_crowd(n_volunteers, rng)
@@ -49,9 +52,12 @@ def volunteers_simulate(
             continue
         if not subject.truth:
             raise SimulationError(f"subject {subject.external_id} has no truth to simulate answers from")
-        annotation = simulated_annotation(
-            volunteer, workflow.task_tree, class_answers, subject.truth["class"], subject.truth["difficulty"], rng
-        )
+        if lens_search:
+            annotation = [{"task": LENS_TREE["first"], "answer": lens_vote(volunteer, subject.truth, rng.random())}]
+        else:
+            annotation = simulated_annotation(
+                volunteer, workflow.task_tree, class_answers, subject.truth["class"], subject.truth["difficulty"], rng
+            )
         try:
             classification_submit(
                 workflow=workflow,

@@ -26,6 +26,8 @@ from labeler.workflows.models import SubjectState, Workflow
 from mlcore import acquisition, batch_selection, checkpoints, tasktree
 from mlcore.calibration import calibrate_probs, fit_temperature, heldout_report
 from mlcore.consensus import model_confusion
+from mlcore.inference import mc_head_probs
+from mlcore.models.image import QuestionHead
 from mlcore.predict import mc_dropout_probs, question_slice
 from mlcore.train import TrainConfig, fit, split_indices
 
@@ -305,7 +307,7 @@ def model_version_score_pool(
     for start in range(0, len(subject_ids), batch):
         chunk = subject_ids[start : start + batch]
         X, _ = datasets.features(workflow, chunk)
-        probs = mc_dropout_probs(model, X, layout, n_samples=workflow.mc_samples, seed=model_version.number)
+        probs = _mc_probs(model, X, layout, workflow.mc_samples, seed=model_version.number)  # (N, A, S)
         if temperatures:
             probs = calibrate_probs(probs, temperatures, layout)  # (N, A, S)
         rng = np.random.default_rng([model_version.number, start])  # PowerBALD's draw, reproducible
@@ -325,6 +327,13 @@ def model_version_score_pool(
         queue.queue_publish(workflow_id=workflow.id, version=model_version.id)
     ModelVersion.objects.filter(pk=model_version.pk).update(scored_at=timezone.now(), progress=1.0)
     return len(subject_ids)
+
+
+def _mc_probs(model, X: np.ndarray, layout, n_samples: int, seed: int) -> np.ndarray:
+    """MC-dropout samples (N, A, S); an image head's hidden layer runs once for all samples."""
+    if isinstance(model, QuestionHead):
+        return mc_head_probs(model, X, layout, n_samples=n_samples, seed=seed)
+    return mc_dropout_probs(model, X, layout, n_samples=n_samples, seed=seed)
 
 
 def _interest(probs: np.ndarray, layout, interest: tuple[str, list[int]] | None) -> np.ndarray | None:

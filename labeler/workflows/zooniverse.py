@@ -118,9 +118,7 @@ def map_workflow(*, name: str, tasks: object, first_task: object, strings: objec
         tasktree.validate_tree(tree)
     except tasktree.TaskTreeError as exc:
         raise ZooniverseError(f"workflow {name!r} does not map to a valid task tree: {exc}") from exc
-    answer_index = {
-        key: _first_index([a["label"] for a in task["answers"]]) for key, task in tree_tasks.items()
-    }
+    answer_index = {key: _first_index([a["label"] for a in task["answers"]]) for key, task in tree_tasks.items()}
     return MappedWorkflow(tree=tree, answer_index=answer_index, tool_index=tool_index, warnings=warnings)
 
 
@@ -143,8 +141,11 @@ def _questions(tasks: Mapping, strings: Mapping, warnings: list[str]) -> dict[st
             continue
         question = clean_label(_text(task.get("question", ""), strings)) or f"Question {key}"
         labels = [clean_label(_text(a.get("label", ""), strings)) or f"Answer {i}" for i, a in enumerate(answers)]
-        out[str(key)] = (question, clean_label(_text(task.get("help", ""), strings)),
-                         [(label, a.get("next")) for label, a in zip(labels, answers, strict=True)])
+        out[str(key)] = (
+            question,
+            clean_label(_text(task.get("help", ""), strings)),
+            [(label, a.get("next")) for label, a in zip(labels, answers, strict=True)],
+        )
     return out
 
 

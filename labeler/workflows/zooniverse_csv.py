@@ -22,8 +22,15 @@ csv.field_size_limit(MAX_CELL)
 WORKFLOW_COLUMNS = ("workflow_id", "display_name", "version", "tasks")
 SUBJECT_COLUMNS = ("subject_id", "metadata", "locations")
 CLASSIFICATION_COLUMNS = (
-    "classification_id", "user_name", "user_id", "workflow_id", "workflow_version", "created_at",
-    "metadata", "annotations", "subject_ids",
+    "classification_id",
+    "user_name",
+    "user_id",
+    "workflow_id",
+    "workflow_version",
+    "created_at",
+    "metadata",
+    "annotations",
+    "subject_ids",
 )
 
 

@@ -99,8 +99,14 @@ def _workflow(project: Project, wp: WorkflowPlan, summary: ImportSummary) -> Wor
     workflow = Workflow.objects.filter(project=project, slug=wp.slug).first()
     if workflow is None:
         workflow = workflow_create(
-            project=project, slug=wp.slug, name=wp.name, kind=Workflow.Kind.IMAGE, task_tree=wp.mapped.tree,
-            version=wp.version, retire_after=wp.retire_after, retire_min=min(3, wp.retire_after),
+            project=project,
+            slug=wp.slug,
+            name=wp.name,
+            kind=Workflow.Kind.IMAGE,
+            task_tree=wp.mapped.tree,
+            version=wp.version,
+            retire_after=wp.retire_after,
+            retire_min=min(3, wp.retire_after),
         )
         summary.workflows_created += 1
     elif workflow.task_tree != wp.mapped.tree or workflow.version < wp.version:
@@ -135,14 +141,25 @@ def _classifications(plan: ImportPlan, workflows: dict, subjects: dict, summary:
     uuids = [c.client_uuid for c in plan.classifications]
     known = set()
     for start in range(0, len(uuids), BATCH):
-        known.update(Classification.objects.filter(client_uuid__in=uuids[start : start + BATCH])
-                     .values_list("client_uuid", flat=True))
+        known.update(
+            Classification.objects.filter(client_uuid__in=uuids[start : start + BATCH]).values_list(
+                "client_uuid", flat=True
+            )
+        )
     fresh = [c for c in plan.classifications if c.client_uuid not in known]
     rows = [
         Classification(
-            client_uuid=c.client_uuid, workflow=workflows[c.workflow_id], workflow_version=c.version,
-            subject=subjects[c.subject_id], volunteer_key=c.volunteer_key, annotation=c.path, marks=c.marks,
-            started_at=c.started_at, duration_ms=c.duration_ms, user_agent=c.user_agent, created_at=c.created_at,
+            client_uuid=c.client_uuid,
+            workflow=workflows[c.workflow_id],
+            workflow_version=c.version,
+            subject=subjects[c.subject_id],
+            volunteer_key=c.volunteer_key,
+            annotation=c.path,
+            marks=c.marks,
+            started_at=c.started_at,
+            duration_ms=c.duration_ms,
+            user_agent=c.user_agent,
+            created_at=c.created_at,
         )
         for c in fresh
     ]
@@ -164,14 +181,19 @@ def _insert(rows: list[Classification]) -> None:
     and it would replace Zooniverse's ``created_at`` by now (auto_now_add)."""
     fields = [f for f in Classification._meta.local_concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
-    sql = (f"INSERT INTO {quote(Classification._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-           f"VALUES ({', '.join(['%s'] * len(fields))})")
+    sql = (
+        f"INSERT INTO {quote(Classification._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
     with connection.cursor() as cursor:
         for start in range(0, len(rows), BATCH):
-            cursor.executemany(sql, [
-                [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
-                for row in rows[start : start + BATCH]
-            ])
+            cursor.executemany(
+                sql,
+                [
+                    [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
+                    for row in rows[start : start + BATCH]
+                ],
+            )
 
 
 def _gold(plan: ImportPlan, workflows: dict, subjects: dict, summary: ImportSummary) -> None:
@@ -188,7 +210,9 @@ def _rebuild(workflow: Workflow, subject_ids: list[int], plan: ImportPlan, subje
         return
     counts = dict(
         Classification.objects.filter(workflow=workflow, subject_id__in=subject_ids)
-        .values_list("subject_id").annotate(n=Count("id")).values_list("subject_id", "n")
+        .values_list("subject_id")
+        .annotate(n=Count("id"))
+        .values_list("subject_id", "n")
     )
     retired = {
         subjects[sid].pk: when_why

@@ -42,8 +42,14 @@ def read_media(path: Path, *, ra: float | None, dec: float | None) -> fitsio.Ima
     if not path.name.lower().endswith(PICTURE_SUFFIXES):
         raise ZooniverseError(f"{path}: expected FITS, PNG or JPEG")
     cube = _picture_cube(path)
-    return fitsio.ImageData(cube=cube, bands=_bands(cube), ra=ra, dec=dec, nan_fraction=0.0,
-                            header={"ORIGIN": "Zooniverse", "SRCFILE": path.name[:60]})
+    return fitsio.ImageData(
+        cube=cube,
+        bands=_bands(cube),
+        ra=ra,
+        dec=dec,
+        nan_fraction=0.0,
+        header={"ORIGIN": "Zooniverse", "SRCFILE": path.name[:60]},
+    )
 
 
 def _picture_cube(path: Path) -> np.ndarray:

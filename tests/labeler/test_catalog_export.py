@@ -295,8 +295,9 @@ def test_consensus_of_an_older_tree_or_of_another_shape_exports_as_missing(class
 @pytest.mark.parametrize("fmt", TABLE_FORMATS)
 def test_an_empty_catalog_opens_with_its_columns(classified_sky, spectrum_workflow, tmp_path, fmt):
     out = tmp_path / f"catalog.{fmt}"
-    result = catalog_export(workflow=spectrum_workflow, fmt=fmt, out_path=out,
-                            filters=CatalogFilters(min_classifications=1000))
+    result = catalog_export(
+        workflow=spectrum_workflow, fmt=fmt, out_path=out, filters=CatalogFilters(min_classifications=1000)
+    )
     table = read_table(out, fmt)
     assert result.n_rows == len(table) == 0 and "ra" in table.colnames
 

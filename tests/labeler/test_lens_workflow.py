@@ -300,3 +300,13 @@ def test_training_lenses_teach_the_volunteers_2x2_skill_and_give_feedback(lens_w
     assert result.feedback["correct"] is False and result.feedback["expected"][0]["answer"] == "Yes, a lens"
     skill = VolunteerSkill.objects.get(workflow=lens_workflow, volunteer_key="v", task="L0")
     assert skill.counts == [[0.0, 1.0], [0.0, 0.0]] and skill.n_gold == 1  # a missed lens: row "lens", column "no"
+
+
+def test_simulated_volunteers_search_the_lens_workflow(lens_workflow):
+    from labeler.classifications.models import Classification
+    from labeler.classifications.simulation import volunteers_simulate
+
+    report = volunteers_simulate(workflow=lens_workflow, n_volunteers=8, n_classifications=30, seed=1)
+    assert report.submitted == 30
+    answers = {c.annotation[0]["answer"] for c in Classification.objects.filter(workflow=lens_workflow)}
+    assert answers <= {0, 1} and len(answers) == 2

@@ -26,8 +26,14 @@ from labeler.workflows.zooniverse_import import zooniverse_import
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zooniverse"
 # Local copies named by the location's file name, one by subject id, one JPEG.
-MEDIA = {71001: "abc1.png", 71002: "71002.png", 71003: "f6a7.jpeg", 71004: "b8c9.png", 71005: "e0f1.png",
-         71006: "a2b3.png"}
+MEDIA = {
+    71001: "abc1.png",
+    71002: "71002.png",
+    71003: "f6a7.jpeg",
+    71004: "b8c9.png",
+    71005: "e0f1.png",
+    71006: "a2b3.png",
+}
 
 
 @pytest.fixture
@@ -55,8 +61,14 @@ def run_import(media_dir, classifications="classifications.csv", **kwargs):
 
 def stored_state():
     files = sorted(storage.media_path("subjects").rglob("*.fits")) if storage.media_path("subjects").exists() else []
-    return (Workflow.objects.count(), Subject.objects.count(), Classification.objects.count(),
-            Consensus.objects.count(), VolunteerSkill.objects.count(), files)
+    return (
+        Workflow.objects.count(),
+        Subject.objects.count(),
+        Classification.objects.count(),
+        Consensus.objects.count(),
+        VolunteerSkill.objects.count(),
+        files,
+    )
 
 
 def test_it_maps_the_newest_workflow_version_to_a_task_tree(db, media_dir):
@@ -67,13 +79,14 @@ def test_it_maps_the_newest_workflow_version_to_a_task_tree(db, media_dir):
     assert tree["first"] == "T0" and list(tree["tasks"]) == ["T0", "T1", "T2"]
     t0 = tree["tasks"]["T0"]
     assert t0["question"] == "Is the galaxy simply smooth and rounded, with no sign of a disk?"
-    assert [a["label"] for a in t0["answers"]] == ["Smooth", "Features or disk",
-                                                   "Star or artifact"]
+    assert [a["label"] for a in t0["answers"]] == ["Smooth", "Features or disk", "Star or artifact"]
     # T2 -> T3 (multiple choice, left out) -> T4 (drawing) -> end: the answer ends the questions.
     assert [a["next"] for a in t0["answers"]] == ["T1", "T2", None]
     assert [a["next"] for a in tree["tasks"]["T2"]["answers"]] == [None, None]
-    assert tree["marks"]["tools"] == [{"type": "box", "label": "Other galaxy"},
-                                      {"type": "line", "label": "Satellite trail"}]
+    assert tree["marks"]["tools"] == [
+        {"type": "box", "label": "Other galaxy"},
+        {"type": "line", "label": "Satellite trail"},
+    ]
     assert any("T3 (multiple)" in w for w in summary.warnings)
     assert any("tool 2 (point)" in w for w in summary.warnings)
 
@@ -96,8 +109,9 @@ def test_it_imports_subjects_and_classifications_with_volunteers_and_times(db, m
     assert first.annotation == [{"task": "T0", "answer": 0}]  # "Smooth" was answer 1 in version 13
     assert first.created_at.isoformat() == "2019-02-01T10:00:31+00:00"
     assert first.duration_ms == 30500 and "Firefox" in first.user_agent
-    anonymous = set(Classification.objects.filter(volunteer_key__startswith="zoo-ip:").values_list("volunteer_key",
-                                                                                                   flat=True))
+    anonymous = set(
+        Classification.objects.filter(volunteer_key__startswith="zoo-ip:").values_list("volunteer_key", flat=True)
+    )
     assert anonymous == {"zoo-ip:3f2a9c0b7d1e", "zoo-ip:77aa01bc9e3d"}
     state = SubjectState.objects.get(subject__external_id="71004", workflow__slug="zooniverse-4249")
     assert state.gold_answers == {"T0": 1, "T2": 1}
@@ -143,8 +157,15 @@ def test_reimporting_the_same_export_stores_nothing_twice(db, media_dir):
 def test_a_corrupt_annotations_cell_names_row_and_column_and_stores_nothing(db, media_dir):
     before = stored_state()
     with pytest.raises(CommandError, match=r"classifications_corrupt.csv row 7, column 'annotations': not valid JSON"):
-        call_command("import_zooniverse", "--classifications", str(FIXTURES / "classifications_corrupt.csv"),
-                     "--workflows", str(FIXTURES / "workflows.csv"), "--media-dir", str(media_dir))
+        call_command(
+            "import_zooniverse",
+            "--classifications",
+            str(FIXTURES / "classifications_corrupt.csv"),
+            "--workflows",
+            str(FIXTURES / "workflows.csv"),
+            "--media-dir",
+            str(media_dir),
+        )
     assert stored_state() == before
 
 

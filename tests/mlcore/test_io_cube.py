@@ -24,7 +24,7 @@ def test_it_reads_a_written_cutout_from_its_bytes_with_the_same_cube(tmp_path):
 
 
 @pytest.mark.parametrize("hdul", [
-    fits.HDUList([fits.PrimaryHDU(_cube(1)[0]), fits.ImageHDU(_cube(1, seed=1)[0]), fits.ImageHDU(_cube(1, seed=2)[0])]),
+    fits.HDUList([fits.PrimaryHDU(_cube(1)[0]), *(fits.ImageHDU(_cube(1, seed=s)[0]) for s in (1, 2))]),
     fits.HDUList([fits.PrimaryHDU((_cube() * 100).astype(np.int16))]),
     fits.HDUList([fits.PrimaryHDU(_cube().astype(np.float64))]),
     fits.HDUList([fits.PrimaryHDU(_cube()[None])]),

@@ -35,9 +35,12 @@ class Command(BaseCommand):
             self.stderr.write(self.style.WARNING(f"warning: {warning}"))
         for reason, n in sorted(summary.skipped.items()):
             self.stderr.write(self.style.WARNING(f"skipped {n} {reason}"))
-        self.stdout.write(self.style.SUCCESS(
-            f"imported into {summary.project}: workflows {', '.join(summary.workflows)} "
-            f"({summary.workflows_created} new); {summary.subjects_created} new subjects; "
-            f"{summary.classifications_created} classifications ({summary.classifications_existing} already there); "
-            f"{summary.gold_subjects} gold subjects; {summary.retired} retired"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"imported into {summary.project}: workflows {', '.join(summary.workflows)} "
+                f"({summary.workflows_created} new); {summary.subjects_created} new subjects; "
+                f"{summary.classifications_created} classifications "
+                f"({summary.classifications_existing} already there); "
+                f"{summary.gold_subjects} gold subjects; {summary.retired} retired"
+            )
+        )

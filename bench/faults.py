@@ -43,6 +43,7 @@ from django.utils import timezone
 from bench.load import Crowd, build_sky, drive, precompute_answers, rerun_on_services, start_server
 from labeler.classifications.models import Classification
 from labeler.testing import free_port, purge_gpu_queue, start_worker
+from labeler.workflows.models import Workflow
 
 CONCURRENCY = 32
 N_SUBJECTS = 3000
@@ -114,6 +115,8 @@ def redis_outage(logs: Path) -> dict:
     finally:
         server.stop()
         own.kill()
+    # Closed now, so that the worker part's sweep resends only its own training run.
+    Workflow.objects.filter(project=workflow.project).update(active=False)
     acknowledged = set(stats.acknowledged)
     rows = Classification.objects.filter(client_uuid__in=acknowledged)
     stored = rows.values("client_uuid").distinct().count()

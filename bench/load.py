@@ -4,7 +4,7 @@ Gunicorn (scripts/gunicorn_conf.py, DEBUG off) on PostgreSQL + Redis over loopba
 N_SUBJECTS image subjects, and CONCURRENCY simulated anonymous volunteers from one asyncio
 client (aiohttp): each opens the classify flow once (GET next, which also gives it its signed
 session cookie), then POSTs a classification, whose reply carries its next subject, again and
-again with no think time. Only POSTs that start after WARMUP_S and end within DURATION_S count.
+again with no think time. Only POSTs that end within the DURATION_S window after WARMUP_S count.
 
 Figures (bench/results/load.json):
 - classifications_per_s: acknowledged (2xx) POSTs per second in the measured window
@@ -13,8 +13,8 @@ Figures (bench/results/load.json):
 - load_avg_1m_before: the machine's load before the run (others' work distorts the figures)
 
 The database must be PostgreSQL and the queue Redis: run on anything else (e.g. ``make bench``
-on the embedded default), this module re-runs itself in a subprocess on its own database
-(``skyloop_load``, created when missing; SKYLOOP_LOAD_DATABASE_URL) and Redis
+on the embedded default), this module re-runs itself in a subprocess on a database of its own,
+dropped and created anew (``skyloop_bench_load``; SKYLOOP_LOAD_DATABASE_URL), and Redis
 (SKYLOOP_LOAD_REDIS_URL, default 127.0.0.1:6379) under a key prefix of its own.
 The sky is light: N_FILES simulated FITS cutouts, each shared by several Subject rows (the
 hot path never reads pixels; previews and data are cached files served separately).
@@ -53,7 +53,7 @@ WARMUP_S = float(os.environ.get("SKYLOOP_LOAD_WARMUP_S", 5))
 DURATION_S = float(os.environ.get("SKYLOOP_LOAD_DURATION_S", 20))
 GOLD_FRACTION = 0.05
 ANSWER_VARIANTS = 4  # annotations precomputed per subject (from different simulated people)
-DATABASE_NAME = "skyloop_load"
+DATABASE_PREFIX = "skyloop_bench_"  # + the benchmark's name; dropped and made anew by each run
 CHILD_FLAG = "SKYLOOP_LOAD_CHILD"
 
 
@@ -143,8 +143,9 @@ def rerun_on_services(name: str, results: Path) -> dict:
     """Run ``bench/run.py name`` again in a subprocess on PostgreSQL + Redis; return its figures."""
     if os.environ.get(CHILD_FLAG):
         raise SystemExit(f"bench {name} needs PostgreSQL and the Redis queue, got {connection.vendor}")
-    database_url = os.environ.get("SKYLOOP_LOAD_DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}")
-    ensure_database(database_url)
+    default_url = f"postgres://postgres@127.0.0.1:5432/{DATABASE_PREFIX}{name}"
+    database_url = os.environ.get(f"SKYLOOP_{name.upper()}_DATABASE_URL", default_url)
+    fresh_database(database_url)
     env = {
         **os.environ,
         CHILD_FLAG: "1",
@@ -154,18 +155,25 @@ def rerun_on_services(name: str, results: Path) -> dict:
         "SKYLOOP_GPU_QUEUE": f"gpu-{name}-bench",
         "SKYLOOP_VAR_DIR": str(settings.VAR_DIR),
     }
-    subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), name], cwd=ROOT, env=env, check=True)
+    try:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), name], cwd=ROOT, env=env, check=True)
+    finally:  # the queues, seen sets and leases of this run
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        for key in client.scan_iter(match=f"{env['SKYLOOP_QUEUE_PREFIX']}:*", count=1000):
+            client.unlink(key)
     return json.loads((results / f"{name}.json").read_text())
 
 
-def ensure_database(url: str) -> None:
+def fresh_database(url: str) -> None:
+    """Drop and create the benchmark's database: no earlier run's workflows (whose orphaned
+    trainings the sweep would resend) and the schema of this checkout's migrations."""
     import psycopg
     from psycopg import sql
 
     base, _, name = url.rpartition("/")
     with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def server_setting(name: str) -> int:
@@ -338,7 +346,7 @@ async def submit(aiohttp, http, jar, body: dict, start: float, stop: float, stat
         if status in (200, 201) and payload is not None:
             stats.acknowledged.append(body["client_uuid"])
             stats.acknowledged_at.append(t1 - start)
-            if t0 >= start and t1 <= stop:
+            if start <= t1 <= stop:  # completed in the window (a rate, not biased by long requests)
                 stats.latencies_ms.append(1000 * (t1 - t0))
                 stats.finished_at.append(t1 - start)
             return payload

@@ -37,7 +37,8 @@ ANSWER = [{"task": "T0", "answer": 2}, {"task": "T3", "answer": 0}]
 # Submit + next on the Redis path, typical vote (not gold, no training check, no retirement): workflow,
 # lock state, insert, consensus read, votes, skills, model prediction, consensus write, state write,
 # next subject: 10, plus the transaction's BEGIN and COMMIT as SQLite counts them (PostgreSQL's are implicit).
-# Was 16 before issue #8's pass (and 18 with the queue's read-back after commit). Gold adds the skill update.
+# Was 17 before issue #8's pass (13 statements, savepoints and the queue's read-back after commit).
+# Gold adds the skill update (was up to 6 more).
 QUERY_BUDGET = 12
 QUERY_BUDGET_GOLD = QUERY_BUDGET + 3
 

@@ -230,7 +230,7 @@ class ImageBackbone:
         self._frozen: torch.jit.ScriptModule | None = None  # built by pooled_features on the first CPU batch
 
     @torch.inference_mode()
-    def embed(self, cubes: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def embed(self, cubes: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Global-average-pooled backbone features.
 
         Parameters

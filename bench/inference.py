@@ -9,8 +9,8 @@ Figures:
 - inference_cutouts_per_s_cpu: end to end, wall clock, on this machine as it is;
 - inference_cutouts_per_cpu_second: the same run per CPU-second the process got (all its
   threads). Other engineers share the 2 cores, so the wall figure depends on their load
-  (inference_load_avg, the 1-minute load average during the run); on an idle 2-core machine
-  the wall figure approaches twice this one.
+  (inference_load_avg, the 1-minute load average at the end of the run); on an idle
+  2-core machine the wall figure is at most twice this one.
 - inference_stage_<stage>_per_s / _per_cpu_s: each stage alone on the same files: read
   (``read_image_cube``, one thread), read_astropy (``read_image_fits``, which also parses
   the WCS), preprocess (asinh stretch + resize to 96), backbone (frozen graph),
@@ -183,7 +183,7 @@ def _plot(path: Path, figures: dict[str, float]) -> None:
     ax.barh(stages, per_cpu, color="#1d2d44")
     ax.axvline(figures["inference_cutouts_per_cpu_second"], color="#f4a259", label="end to end")
     ax.set_xscale("log")
-    ax.set_xlabel("cutouts per CPU-second (x2 on an idle 2-core machine)")
+    ax.set_xlabel("cutouts per CPU-second (an idle 2-core machine: at most x2)")
     ax.set_title(f"bulk inference stages (load average {figures['inference_load_avg']:.1f})")
     ax.invert_yaxis()
     ax.legend(loc="lower right")

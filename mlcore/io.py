@@ -115,8 +115,7 @@ def _plain_primary_planes(path) -> list[np.ndarray] | None:
     except OSError:
         return None  # astropy raises it again, as a DataFileError with the reason
     cards = _primary_cards(raw)
-    if cards is None or cards.get("SIMPLE") != "T" or cards.get("BSCALE", "1") not in ("1", "1.0", "1.") \
-            or cards.get("BZERO", "0") not in ("0", "0.0", "0."):
+    if cards is None or cards.get("SIMPLE") != "T" or not _unscaled(cards):
         return None
     try:
         dtype = FLOAT_BITPIX.get(int(cards["BITPIX"]))
@@ -133,6 +132,14 @@ def _plain_primary_planes(path) -> list[np.ndarray] | None:
         return None
     data = np.frombuffer(raw, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize, offset=start).reshape(shape)
     return list(data) if naxis == 3 else [data]
+
+
+def _unscaled(cards: dict) -> bool:
+    try:
+        scale, zero = (float(cards.get(k, d).upper().replace("D", "E")) for k, d in (("BSCALE", "1"), ("BZERO", "0")))
+    except ValueError:
+        return False
+    return scale == 1.0 and zero == 0.0
 
 
 def _primary_cards(raw: bytes) -> dict | None:

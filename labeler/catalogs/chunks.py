@@ -2,10 +2,10 @@
 
 10^6 rows must export in seconds, so no Python work is done per cell: each chunk is three
 keyset-paginated queries (states with their subjects, consensus, predictions) whose compiled SQL
-runs on a plain cursor (no per-row Django converters), the JSON fields arrive as text (``Cast``
-to text, so Django never decodes them) and pyarrow's C++ JSON reader parses them in one go into
-typed arrays. Python then only transposes tuples. Marks and expert labels, present on few rows,
-are decoded by ``json`` for those rows alone.
+runs on a plain cursor (no per-row Django converters). Consensus and prediction columns arrive
+as one newline-joined text per column and chunk (``group_concat`` / ``string_agg``), so no
+Python object is made per row; pyarrow's C++ JSON reader parses the JSON in one go into typed
+arrays. Marks and expert labels, present on few rows, are decoded by ``json`` for those rows alone.
 """
 
 from __future__ import annotations

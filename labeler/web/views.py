@@ -2,7 +2,6 @@
 
 import gzip
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.cache import patch_vary_headers
@@ -11,6 +10,7 @@ from django.views.decorators.http import require_GET
 from labeler.api.volunteers import volunteer_key_for
 from labeler.classifications.mine import volunteer_overview
 from labeler.classifications.selectors import volunteer_skills
+from labeler.roles import require_scientist_of, scientist_required
 from labeler.subjects import pixels
 from labeler.subjects.models import Subject
 from labeler.subjects.rendering import subject_preview_png
@@ -44,11 +44,12 @@ def me(request):
     return render(request, "web/me.html", {"overview": volunteer_overview(volunteer_key=volunteer_key_for(request))})
 
 
-@staff_member_required
+@scientist_required
 @require_GET
 def workflow_volunteers(request, workflow_id: int):
     """Scientists' view of the crowd: each volunteer's confusion matrix and weight."""
     workflow = get_object_or_404(Workflow.objects.select_related("project"), pk=workflow_id)
+    require_scientist_of(request.user, workflow.project_id)
     root = workflow.task_tree["tasks"][workflow.task_tree["first"]]
     context = {
         "workflow": workflow,

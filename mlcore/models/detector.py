@@ -25,6 +25,10 @@ Coordinates: boxes are ``x, y, width, height`` in the array-pixel convention of
 [c, c+1) x [r, r+1); row 0 is the bottom of the displayed image). The network sees the
 array unflipped, so torchvision's (x1, y1, x2, y2) are the same numbers as (x, y, x + w,
 y + h). Trails (line marks) become boxes round the segment, padded by ``TRAIL_PAD_PX``.
+
+Trails at inference: a class named in ``line_classes`` is found by ``find_trails``, a
+Radon-transform line search (see its section below), not by FCOS boxes; training code is
+in ``mlcore.detect_train``.
 """
 
 from __future__ import annotations
@@ -300,7 +304,7 @@ def _compact_sources(image: np.ndarray, saturated: np.ndarray, nsigma: float = 4
     cxy = np.bincount(lab, dx * dy, count + 1) / n
     half = np.sqrt(((cxx - cyy) / 2) ** 2 + cxy**2)
     major, minor = (cxx + cyy) / 2 + half, np.maximum((cxx + cyy) / 2 - half, 1e-6)
-    streak = (np.sqrt(major / minor) >= min_axis_ratio) & (2 * np.sqrt(major) >= TRAIL_MIN_LENGTH_PX)
+    streak = (np.sqrt(major / minor) >= min_axis_ratio) & (math.sqrt(12) * np.sqrt(major) >= TRAIL_MIN_LENGTH_PX)
     compact = ~streak
     compact[np.unique(labels[saturated])] = True  # a bleed makes a saturated star look long
     compact[0] = False
@@ -398,11 +402,19 @@ def find_trails(cube: np.ndarray) -> list[dict]:
 
 
 def _distinct_trails(found: list[dict]) -> list[dict]:
+    """One entry per streak: the best S/N, and the longest extent any search found (one band sees one dash)."""
     kept: list[dict] = []
     for trail in sorted(found, key=lambda f: -f["snr"]):
-        if not any(_same_streak(trail, other) for other in kept):
-            kept.append(trail)
+        same = next((other for other in kept if _same_streak(trail, other)), None)
+        if same is None:
+            kept.append(dict(trail))
+        elif _length(trail) > _length(same):
+            same.update({k: trail[k] for k in ("x1", "y1", "x2", "y2")})
     return kept
+
+
+def _length(trail: dict) -> float:
+    return math.hypot(trail["x2"] - trail["x1"], trail["y2"] - trail["y1"])
 
 
 def _same_streak(a: dict, b: dict, max_angle_deg: float = 10.0, max_gap_px: float = 12.0) -> bool:

@@ -122,7 +122,7 @@ def asinh_stretch(rgb: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     float32 in ``[0, 1]``, shape (N, 3, H, W), of the same kind (ndarray or Tensor) as ``rgb``
     """
     as_numpy = isinstance(rgb, np.ndarray)
-    x = np.ascontiguousarray(rgb if as_numpy else rgb.numpy(), dtype=np.float32)
+    x = np.ascontiguousarray(rgb if as_numpy else rgb.detach().cpu().numpy(), dtype=np.float32)
     if x.shape[0] == 0:
         return x if as_numpy else torch.from_numpy(x)
     flat = x.reshape(x.shape[0], -1)  # (N, 3*H*W)
@@ -135,7 +135,7 @@ def asinh_stretch(rgb: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
 
 
 def preprocess_cutouts(cubes: np.ndarray | torch.Tensor, config: BackboneConfig) -> torch.Tensor:
-    """Sky-subtracted multi-band cutouts -> ImageNet-normalised backbone input, one batch at a time in torch.
+    """Sky-subtracted multi-band cutouts -> ImageNet-normalised backbone input, vectorised over the batch.
 
     Parameters
     ----------
@@ -258,9 +258,9 @@ class ImageBackbone:
 
         On the CPU the network runs as a frozen TorchScript graph, traced on the first
         batch: freezing folds each BatchNorm into its convolution and lets oneDNN fuse the
-        activations, ~3x faster on 2 cores with the same embeddings (cosine > 0.99999).
-        ``torch.compile`` needs a C++ toolchain at run time and minutes of warm-up per
-        process, which a worker cannot afford for each new backbone.
+        activations, ~1.5x more cutouts per CPU-second with the same embeddings (cosine
+        > 0.99999; bench/inference.py). ``torch.compile`` needs a C++ toolchain at run time
+        and a long warm-up per process; bfloat16 moves embeddings too far (cosine 0.99).
         """
         x = x.to(self.device, memory_format=torch.channels_last, non_blocking=True)
         if self.device.type != "cpu":

@@ -28,7 +28,11 @@ def test_a_stale_preview_address_is_404(client, image_workflow):
     assert client.get(reverse("subject-preview", args=[subject.id, "deadbeef0000"])).status_code == 404
 
 
-def test_the_volunteers_page_is_for_staff_and_shows_each_confusion_matrix(client, image_workflow, django_user_model):
+def test_the_volunteers_page_is_for_the_projects_scientists_and_shows_each_confusion_matrix(
+    client, image_workflow, django_user_model
+):
+    from labeler.subjects.models import ProjectMembership
+
     import uuid
 
     from labeler.classifications.services import classification_submit
@@ -39,7 +43,11 @@ def test_the_volunteers_page_is_for_staff_and_shows_each_confusion_matrix(client
                           client_uuid=uuid.uuid4())
     url = reverse("workflow-volunteers", args=[image_workflow.id])
     assert client.get(url).status_code == 302  # volunteers are sent to log in
-    client.force_login(django_user_model.objects.create_user("sci", password="x", is_staff=True))
+    client.force_login(django_user_model.objects.create_user("vol", password="x"))
+    assert client.get(url).status_code == 403
+    scientist = django_user_model.objects.create_user("sci", password="x")
+    ProjectMembership.objects.create(project=image_workflow.project, user=scientist)
+    client.force_login(scientist)
     page = client.get(url).content.decode()
     assert "a:alice" in page and 'class="confusion"' in page
 

@@ -35,6 +35,14 @@ def test_it_reads_other_layouts_like_the_full_reader(tmp_path, hdul):
     assert np.array_equal(read_image_cube(tmp_path / "a.fits"), read_image_fits(tmp_path / "a.fits").cube)
 
 
+def test_it_leaves_scaled_float_images_to_astropy(tmp_path):
+    hdu = fits.PrimaryHDU(_cube())
+    hdu.header["BSCALE"] = 2.0
+    hdu.writeto(tmp_path / "a.fits")
+    assert _plain_primary_planes(tmp_path / "a.fits") is None
+    assert np.array_equal(read_image_cube(tmp_path / "a.fits"), read_image_fits(tmp_path / "a.fits").cube)
+
+
 def test_it_applies_the_scaling_of_scaled_integer_images(tmp_path):
     hdu = fits.PrimaryHDU((_cube() * 100).astype(np.int16))
     hdu.header["BSCALE"], hdu.header["BZERO"] = 0.5, 10.0

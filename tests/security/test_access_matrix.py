@@ -59,7 +59,7 @@ RULES = {
     "export-download": Rule(PROJECT_SCIENTISTS),
     "exports": Rule(ANY_SCIENTIST),
     # staff_member_required today: each volunteer's confusion matrix (labeler/web/views.py)
-    "workflow-volunteers": Rule(ADMINS),
+    "workflow-volunteers": Rule(PROJECT_SCIENTISTS),
     # Django admin: the login page is public, logout is a POST, view_on_site a redirect shortcut
     "admin:login": Rule(PUBLIC),
     "admin:logout": Rule(ADMINS, method="POST"),  # others are sent to the admin's login page

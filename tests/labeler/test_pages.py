@@ -31,11 +31,10 @@ def test_a_stale_preview_address_is_404(client, image_workflow):
 def test_the_volunteers_page_is_for_the_projects_scientists_and_shows_each_confusion_matrix(
     client, image_workflow, django_user_model
 ):
-    from labeler.subjects.models import ProjectMembership
-
     import uuid
 
     from labeler.classifications.services import classification_submit
+    from labeler.subjects.models import ProjectMembership
 
     state = image_workflow.states.first()
     classification_submit(workflow=image_workflow, subject_id=state.subject_id, volunteer_key="a:alice",

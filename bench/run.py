@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-BENCHMARKS = ["loop", "consensus", "volunteer", "active", "models", "inference", "export", "load", "faults", "lenses"]
+BENCHMARKS = ["loop", "consensus", "volunteer", "active", "models", "inference", "export", "load", "faults", "lenses", "hotpath"]
 
 
 def setup_django() -> None:

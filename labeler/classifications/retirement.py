@@ -112,7 +112,7 @@ def rare_probabilities(*, workflow: Workflow, subject_id: int) -> tuple[float, f
     prediction = active_prediction(workflow, subject_id)
     if prediction is not None and first in prediction.probabilities:
         probs = np.asarray([prediction.probabilities[first]])  # (1, K)
-        confusion = np.asarray(prediction.model_version.agent_confusion)  # (K, K * bins)
+        confusion = np.asarray(prediction.agent_confusion)  # (K, K * bins)
         with_model = ds.posterior_with_agent(posterior, confusion, ds.model_answers(probs))[0]
     rare = workflow.rare_answer
     return float(posterior[rare]), float(with_model[rare])

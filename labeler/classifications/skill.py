@@ -9,6 +9,7 @@ retired with a confident posterior (soft evidence) and from the periodic EM re-e
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,10 +46,11 @@ def consensus_posterior(*, workflow: Workflow, subject_id: int) -> dict[str, lis
         votes = by_task.get(task)
         if not votes:
             continue
-        prior_counts = ds.dirichlet_prior(k)
-        confusions = np.stack(  # (V, K, K)
-            [ds.confusion_from_counts(counts.get((key, task), np.zeros((k, k))), prior_counts) for key, _ in votes]
-        )
+        zeros = np.zeros((k, k))
+        # One (V, K, K) stack and one normalisation for all voters: per-voter numpy calls on
+        # 3x3 matrices cost more in call overhead than the arithmetic (same numbers).
+        voter_counts = np.stack([counts.get((key, task), zeros) for key, _ in votes])
+        confusions = ds.confusion_from_counts(voter_counts, ds.dirichlet_prior(k))  # (V, K, K)
         answers = np.array([answer for _, answer in votes])
         p = ds.posterior_from_votes(np.full(k, 1 / k), confusions, answers)  # (K,)
         if task == workflow.task_tree["first"]:
@@ -57,14 +59,22 @@ def consensus_posterior(*, workflow: Workflow, subject_id: int) -> dict[str, lis
     return posterior
 
 
-def active_prediction(workflow: Workflow, subject_id: int):
+@dataclass(frozen=True)
+class ActivePrediction:
+    probabilities: dict[str, list[float]]  # per question, the model's class probabilities
+    agent_confusion: list  # the model version's measured confusion (K, K * bins)
+
+
+def active_prediction(workflow: Workflow, subject_id: int) -> ActivePrediction | None:
     """The active model's prediction for a subject it was not trained on (else None).
 
-    A model's view of its own training subjects would only echo their votes.
+    A model's view of its own training subjects would only echo their votes. Two columns, no
+    model instances: this runs on every submission (twice near retirement), and building the
+    Prediction and ModelVersion objects cost more CPU than the query itself.
     """
     from labeler.learning.models import ModelVersion, Prediction
 
-    return (
+    row = (
         Prediction.objects.filter(
             subject_id=subject_id,
             in_training=False,
@@ -72,9 +82,10 @@ def active_prediction(workflow: Workflow, subject_id: int):
             model_version__status=ModelVersion.Status.ACTIVE,
             model_version__agent_confusion__isnull=False,
         )
-        .select_related("model_version")
+        .values_list("probabilities", "model_version__agent_confusion")
         .first()
     )
+    return None if row is None else ActivePrediction(*row)
 
 
 def _with_model_agent(workflow: Workflow, subject_id: int, task: str, posterior: np.ndarray) -> np.ndarray:
@@ -83,7 +94,7 @@ def _with_model_agent(workflow: Workflow, subject_id: int, task: str, posterior:
     if prediction is None or task not in prediction.probabilities:
         return posterior
     probs = np.asarray([prediction.probabilities[task]])  # (1, K)
-    confusion = np.asarray(prediction.model_version.agent_confusion)  # (K, K * bins)
+    confusion = np.asarray(prediction.agent_confusion)  # (K, K * bins)
     return ds.posterior_with_agent(posterior, confusion, ds.model_answers(probs))[0]
 
 

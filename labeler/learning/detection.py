@@ -99,13 +99,24 @@ def _labelled_fields(workflow: Workflow) -> tuple[list[int], dict[int, dict]]:
     return list(marks), marks
 
 
-def detector_config(n_fields: int, classes: list[str], seed: int) -> DetectorTrainConfig:
+def detector_config(n_fields: int, classes: list[str], seed: int, line_class: str | None = None) -> DetectorTrainConfig:
     batches = max(1, math.ceil(n_fields / DETECTOR_BATCH))
     epochs = int(np.clip(math.ceil(DETECTOR_MIN_STEPS / batches), DETECTOR_MIN_EPOCHS, DETECTOR_MAX_EPOCHS))
     warmup = max(1, min(30, epochs * batches // 5))
     return DetectorTrainConfig(
-        classes=tuple(classes), epochs=epochs, batch_size=DETECTOR_BATCH, warmup_steps=warmup, seed=seed
+        classes=tuple(classes),
+        epochs=epochs,
+        batch_size=DETECTOR_BATCH,
+        warmup_steps=warmup,
+        line_classes=(line_class,) if line_class else (),  # trails found as segments (find_trails)
+        seed=seed,
     )
+
+
+def line_class(workflow: Workflow, classes: list[tuple[int, str]]) -> str | None:
+    """The first line tool's class: its streaks are found by the straight-line search, not as FCOS boxes."""
+    tools = workflow.task_tree["marks"]["tools"]
+    return next((name for index, name in classes if tools[index]["type"] == "line"), None)
 
 
 def _parent_model(version: ModelVersion, classes: list[str]) -> FieldDetector | None:
@@ -130,7 +141,7 @@ def detector_train_and_register(*, version: ModelVersion, reporter: ProgressRepo
     reporter.update("preparing", 0.0, force=True)
     cubes = _cubes(train_ids)
     targets = [consensus_objects(marks[sid], classes, cubes.shape[1:]) for sid in train_ids]
-    config = detector_config(len(train_ids), names, version.number)
+    config = detector_config(len(train_ids), names, version.number, line_class(workflow, classes))
     started, curve = time.perf_counter(), []
 
     def on_epoch(epoch: int, epochs: int, losses: dict) -> None:

@@ -53,6 +53,7 @@ def test_a_volunteer_answers_with_hotkeys_then_edits_one_answer_and_withdraws_an
     flow.keys("Backspace", "2")  # "anything odd?" -> no, on second thoughts
     page.click("#done")
     assert flow.wait_drawn(after=second) == third, "back to the subject put aside"
+    flow.wait_sent()  # the edit's reply re-renders the recent list, which would disarm a half-confirmed withdrawal
     withdraw = page.locator(f".recent-item[data-subject='{first}'] button", has_text="Withdraw")
     withdraw.click()
     withdraw.click()  # the second press confirms

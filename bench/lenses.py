@@ -30,8 +30,8 @@ One simulation, shared by both strategies (``mlcore.simulate.lenses``, ``lens_cr
   workflow's settings (detect 0.95, reject 1e-3, at least 2 votes, cap 20).
 - Random: a random active subject the volunteer has not seen. Skyloop: with probability
   RANDOM_SHARE the same; otherwise one of the selector's TOP_FEW highest priorities,
-  ``acquisition.priorities`` (BALD x (1 + INTEREST_WEIGHT x P(lens)), MC dropout, 15
-  passes) as the worker writes them; the model is also a voter that can hold back a
+  ``acquisition.priorities`` (BALD x (1 + INTEREST_WEIGHT x P(lens)); the samples are the
+  8 dihedral views with MC dropout) as the worker writes them; the model is also a voter that can hold back a
   rejection (never detect or reject). Same crowd, same per-(volunteer, subject) random
   draws, same budget, same rules: only the order differs.
 - A lens is found when its crowd posterior crosses the detection threshold.
@@ -66,7 +66,7 @@ PREVALENCE = 0.01
 N_TRAIN_LENSES = int(4000 * SCALE)
 N_EXTRA_LENSES = int(1000 * SCALE)
 N_GOLD = int(600 * SCALE)  # training subjects for volunteers (lenses, as many non-lenses)
-CNN_TRAIN = LensTrainConfig(epochs=16, max_seconds=600.0, seed=0)  # fits ~10 min on 2 busy CPU cores
+CNN_TRAIN = LensTrainConfig(epochs=16, patience=16, max_seconds=540.0, seed=0)  # fits ~10 min on 2 busy CPU cores
 CACHE = Path(os.environ.get("SKYLOOP_VAR_DIR", Path(__file__).resolve().parents[1] / "var")) / "lenscnn"
 N_VOLUNTEERS = 100
 BUDGET = int(24_000 * SCALE)  # inspections, gold included: 3 per survey cutout

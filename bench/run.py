@@ -13,7 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-BENCHMARKS = ["loop", "consensus", "volunteer", "active", "models", "inference", "export", "load", "faults", "lenses", "hotpath"]
+BENCHMARKS = [
+    "loop", "consensus", "volunteer", "active", "models", "inference", "export", "load", "faults", "lenses", "hotpath",
+]  # fmt: skip
 
 
 def setup_django() -> None:

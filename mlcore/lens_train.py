@@ -10,6 +10,7 @@ validation split and test-time averaging over the 8 dihedral views (``mlcore.mod
 from __future__ import annotations
 
 import copy
+import math
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from torch import nn
 from mlcore.models.lens import LensResNet, dihedral, lens_probability, stretch
 
 _CHUNK = 100
+_WARMUP = 0.05
 
 
 def _simulate_chunk(args: tuple[int, int, int, bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,6 +113,14 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def _learning_rate(peak: float, progress: float) -> float:
+    """Linear warm-up then cosine decay over training ``progress`` in [0, 1] (steps or the time budget,
+    whichever runs out first): a wall-clock cap still ends on an annealed model."""
+    if progress < _WARMUP:
+        return peak * max(progress, 1e-3) / _WARMUP
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - _WARMUP) / (1.0 - _WARMUP))))
+
+
 def _val_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
     model.eval()
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
@@ -139,12 +149,12 @@ def train_lens_model(*, cubes: np.ndarray, is_lens: np.ndarray,
     x_tr, y_tr = x_all[train_idx].to(device), y_all[train_idx].to(device)
     x_val, y_val = x_all[val_idx].to(device), y_all[val_idx].to(device)
     model = LensResNet().to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=_learning_rate(config.lr, 0.0),
+                                  weight_decay=config.weight_decay)
     steps = config.epochs * -(-len(train_idx) // config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=steps, pct_start=0.15)
     loss_fn = nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(config.seed)
-    started, best, best_state, stale, history = time.perf_counter(), float("inf"), None, 0, []
+    started, best, best_state, stale, history, step = time.perf_counter(), float("inf"), None, 0, [], 0
     for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(len(train_idx), generator=gen)
@@ -159,7 +169,10 @@ def train_lens_model(*, cubes: np.ndarray, is_lens: np.ndarray,
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            schedule.step()
+            step += 1
+            progress = max(step / steps, (time.perf_counter() - started) / config.max_seconds)
+            for group in optimiser.param_groups:
+                group["lr"] = _learning_rate(config.lr, progress)
             running += float(loss.detach()) * len(idx)
         val = _val_loss(model, x_val, y_val, 512)
         history.append({"epoch": epoch, "train_loss": running / len(order), "val_loss": val})
@@ -167,7 +180,7 @@ def train_lens_model(*, cubes: np.ndarray, is_lens: np.ndarray,
             best, best_state, stale = val, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
-        if stale >= config.patience or time.perf_counter() - started > config.max_seconds:
+        if stale >= config.patience or progress >= 1.0:
             break
     model.load_state_dict(best_state)
     model = model.cpu().eval()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mlcore.average_precision import line_recall
-from mlcore.models.detector import FIELD_CLASSES, FieldDetector, detect, find_trails, line_to_box
+from mlcore.models.detector import FIELD_CLASSES, FieldDetector, detect, line_to_box
+from mlcore.trails import find_trails
 
 SIZE = 128
 

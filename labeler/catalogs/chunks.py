@@ -6,6 +6,9 @@ runs on a plain cursor (no per-row Django converters). Consensus and prediction 
 as one newline-joined text per column and chunk (``group_concat`` / ``string_agg``), so no
 Python object is made per row; pyarrow's C++ JSON reader parses the JSON in one go into typed
 arrays. Marks and expert labels, present on few rows, are decoded by ``json`` for those rows alone.
+
+The JSON is parsed lazily (``LazyStruct``), on first use: in an export that is the writer
+thread (``pipeline``), so parsing one chunk overlaps the database reading the next.
 """
 
 from __future__ import annotations
@@ -60,13 +63,21 @@ class Chunk:
 
     state: dict[str, list]
     gold: dict[int, dict]
-    consensus: pa.StructArray
+    consensus_json: LazyStruct
     marks: list[dict | None]
     prediction: dict[str, np.ndarray | list]
-    probabilities: pa.StructArray
+    probabilities_json: LazyStruct
 
     def __len__(self) -> int:
         return len(self.state["subject_id"])
+
+    @property
+    def consensus(self) -> pa.StructArray:
+        return self.consensus_json.parsed()
+
+    @property
+    def probabilities(self) -> pa.StructArray:
+        return self.probabilities_json.parsed()
 
     def consensus_matrix(self, name: str, key: str, k: int) -> np.ndarray:
         """(n, k) float64 of ``Consensus.<name>[key]``; NaN rows where it is missing or not k long."""
@@ -94,6 +105,20 @@ class Chunk:
         return fixed_lists(pc.struct_field(self.probabilities, [key]), k)
 
 
+class LazyStruct:
+    """JSON lines parsed into a struct array on first use, placed at rows ``at`` of ``n`` (see ``_spread``)."""
+
+    def __init__(self, lines: str, schema: pa.StructType, at: np.ndarray, n: int):
+        self._lines, self._schema, self._at, self._n = lines, schema, at, n
+        self._parsed: pa.StructArray | None = None
+
+    def parsed(self) -> pa.StructArray:
+        if self._parsed is None:
+            self._parsed = _spread(parse_json_lines(self._lines, self._schema), self._at, self._n)
+            self._lines = ""  # the text is no longer needed: free it before the next chunk arrives
+        return self._parsed
+
+
 def catalog_chunks(workflow: Workflow, filters: CatalogFilters, *, chunk_size: int) -> Iterator[Chunk]:
     """Yield the catalog in chunks of at most ``chunk_size`` subjects, by increasing subject id.
 
@@ -115,26 +140,27 @@ def catalog_chunks(workflow: Workflow, filters: CatalogFilters, *, chunk_size: i
         ids = np.array(state["subject_id"], dtype="int64")
         state["retired_at"] = [(t or "")[:19] for t in state["retired_at"]]
         gold = {i: json.loads(g) for i, g in enumerate(state.pop("gold_answers")) if g}
-        # The chunk's subjects, as a subquery: a filtered export may skip most ids of the range.
-        in_chunk = catalog_states(workflow, filters).filter(subject_id__gte=ids[0], subject_id__lte=ids[-1])
-        in_chunk = in_chunk.values("subject_id")
-        consensus, marks = _consensus(workflow, in_chunk, ids, layout)
-        prediction, probabilities = _predictions(workflow, in_chunk, ids, layout)
+        # The chunk's subjects: its id range (which lets the database merge two index range scans)
+        # and, as a subquery, the filters (a filtered export may skip most ids of the range).
+        in_range = {"subject_id__gte": int(ids[0]), "subject_id__lte": int(ids[-1])}
+        in_chunk = catalog_states(workflow, filters).filter(**in_range).values("subject_id")
+        consensus, marks = _consensus(workflow, in_range, in_chunk, ids, layout)
+        prediction, probabilities = _predictions(workflow, in_range, in_chunk, ids, layout)
         yield Chunk(state, gold, consensus, marks, prediction, probabilities)
         last = int(ids[-1])
 
 
-def _consensus(workflow: Workflow, in_chunk, ids: np.ndarray, layout) -> tuple[pa.StructArray, list[dict | None]]:
+def _consensus(workflow: Workflow, in_range: dict, in_chunk, ids: np.ndarray, layout) -> tuple[LazyStruct, list]:
     parts: list = []
     for name in CONSENSUS_LISTS:
         parts += [Value(("{" if not parts else ",") + f'"{name}":'), Cast(name, TextField())]
     line = Concat(*parts, Value("}"), output_field=TextField())  # one JSON object per row, parsed below
-    rows = Consensus.objects.filter(workflow=workflow, subject_id__in=in_chunk).order_by("subject_id")
+    rows = Consensus.objects.filter(workflow=workflow, **in_range, subject_id__in=in_chunk).order_by("subject_id")
     rows = rows.annotate(c_subject=F("subject_id"), c_line=line, c_marks=Cast("marks", TextField()))
     subject_ids, lines, marks_text = _fetch_joined(rows, ["c_subject", "c_line", "c_marks"])
     at = _positions(ids, _ints(subject_ids))
     schema = pa.struct([(name, _task_lists(layout)) for name in CONSENSUS_LISTS])
-    consensus = _spread(parse_json_lines(lines, schema), at, len(ids))
+    consensus = LazyStruct(lines, schema, at, len(ids))
     marks: list[dict | None] = [None] * len(ids)
     if marks_text.replace("{}", "").strip():  # most catalogs have no marks at all
         for i, text in zip(at, marks_text.split("\n"), strict=True):
@@ -143,11 +169,12 @@ def _consensus(workflow: Workflow, in_chunk, ids: np.ndarray, layout) -> tuple[p
     return consensus, marks
 
 
-def _predictions(workflow: Workflow, in_chunk, ids: np.ndarray, layout) -> tuple[dict, pa.StructArray]:
+def _predictions(workflow: Workflow, in_range: dict, in_chunk, ids: np.ndarray, layout) -> tuple[dict, LazyStruct]:
     """Each subject's prediction by the newest published model version that scored it."""
     rows = (
         Prediction.objects.filter(
-            model_version__workflow=workflow, model_version__status__in=PUBLISHED, subject_id__in=in_chunk
+            model_version__workflow=workflow, model_version__status__in=PUBLISHED, **in_range,
+            subject_id__in=in_chunk,
         )
         .order_by("subject_id", "model_version__number")
         .annotate(p_subject=F("subject_id"), p_number=F("model_version__number"), p_sha=F("model_version__sha256"),
@@ -172,8 +199,7 @@ def _predictions(workflow: Workflow, in_chunk, ids: np.ndarray, layout) -> tuple
     if len(keep) < len(subject_ids):  # older versions' rows too: keep each subject's newest line
         lines = texts.split("\n")
         texts = "\n".join(lines[i] for i in keep)
-    probabilities = _spread(parse_json_lines(texts, _task_lists(layout)), at, n)
-    return prediction, probabilities
+    return prediction, LazyStruct(texts, _task_lists(layout), at, n)
 
 
 def _fetch_joined(rows, columns: list[str]) -> list[str]:

@@ -53,7 +53,7 @@ def test_a_volunteer_answers_with_hotkeys_then_edits_one_answer_and_withdraws_an
     flow.keys("Backspace", "2")  # "anything odd?" -> no, on second thoughts
     page.click("#done")
     assert flow.wait_drawn(after=second) == third, "back to the subject put aside"
-    flow.wait_sent()  # the edit's reply re-renders the recent list, which would disarm a half-confirmed withdrawal
+    flow.wait_sent()
     withdraw = page.locator(f".recent-item[data-subject='{first}'] button", has_text="Withdraw")
     withdraw.click()
     withdraw.click()  # the second press confirms
@@ -67,6 +67,30 @@ def test_a_volunteer_answers_with_hotkeys_then_edits_one_answer_and_withdraws_an
     assert kept.edited_at is not None and kept.marks == []
     assert Consensus.objects.get(workflow=workflow, subject_id=second).counts["T4"] == [0, 1], "consensus rebuilt"
     assert not Consensus.objects.filter(workflow=workflow, subject_id=first, n_classifications__gt=0).exists()
+
+
+def test_a_half_confirmed_withdrawal_survives_the_list_re_rendering(live_server, browser, sky):
+    """Withdraw pressed once, then another answer is sent and acknowledged (each re-renders the
+    recent list): the second press still withdraws."""
+    workflow = sky.workflows.get(kind="image")
+    flow = open_page(browser, live_server, workflow)
+    page = flow.page
+    first = flow.open()
+    flow.keys("1", "3", "2")
+    second = flow.wait_drawn(after=first)
+    flow.wait_sent()
+    withdraw = page.locator(f".recent-item[data-subject='{first}'] button.withdraw")
+    withdraw.click()
+    assert withdraw.text_content() == "Sure? Withdraw"
+    flow.keys("1", "3", "2")  # the second subject: added to the list, then acknowledged
+    flow.wait_drawn(after=second)
+    flow.wait_sent()
+    assert page.locator(".recent-item").count() == 2
+    assert withdraw.text_content() == "Sure? Withdraw", "still armed after the list was re-rendered"
+    withdraw.click()
+    flow.wait_sent()
+    assert page.text_content("#done-count") == "1"
+    assert list(Classification.objects.values_list("subject_id", flat=True)) == [second]
 
 
 def test_a_volunteer_draws_two_boxes_on_a_field(live_server, browser, sky):

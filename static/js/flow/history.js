@@ -15,6 +15,8 @@ export class History {
     this.onRender = onRender;
     this.records = []; // newest first, the shape of one item of /mine/, plus `pending`
     this.editing = null; // client_uuid being edited
+    this.armed = null; // client_uuid whose Withdraw was pressed once: kept here so a re-render keeps it armed
+    this.disarmTimer = null;
   }
 
   async load(pendingRecords = []) {
@@ -83,8 +85,10 @@ export class History {
     else if (record.edited_at) what.append(" (edited)");
     const edit = button("Edit", `Edit your classification of ${record.subject.external_id}`, () => this.onEdit(record));
     const withdraw = button("Withdraw", `Withdraw your classification of ${record.subject.external_id}`, () =>
-      confirmThen(withdraw, () => this.onWithdraw(record)),
+      this.#confirmThenWithdraw(record),
     );
+    withdraw.classList.add("withdraw");
+    if (this.armed === record.client_uuid) withdraw.textContent = CONFIRM;
     if (record.editable === false) {
       edit.disabled = withdraw.disabled = true;
       edit.title = withdraw.title = "This object has been retired: it can no longer be changed.";
@@ -95,7 +99,35 @@ export class History {
     li.append(what, actions);
     return li;
   }
+
+  // Withdrawing cannot be undone: the first press asks, the second (within a few seconds) acts.
+  // The armed record lives here, not on the button: answers acknowledged in between re-render
+  // the list, and the second press must still act.
+  #confirmThenWithdraw(record) {
+    clearTimeout(this.disarmTimer);
+    const uuid = record.client_uuid;
+    if (this.armed === uuid) {
+      this.armed = null;
+      this.onWithdraw(record);
+      return;
+    }
+    if (this.armed) this.#label(this.armed, "Withdraw"); // one armed at a time
+    this.armed = uuid;
+    this.#label(uuid, CONFIRM);
+    this.disarmTimer = setTimeout(() => {
+      this.armed = null;
+      this.#label(uuid, "Withdraw");
+    }, CONFIRM_MS);
+  }
+
+  #label(clientUuid, text) {
+    const shown = this.list.querySelector(`li[data-uuid="${clientUuid}"] button.withdraw`);
+    if (shown) shown.textContent = text;
+  }
 }
+
+const CONFIRM = "Sure? Withdraw";
+const CONFIRM_MS = 4000;
 
 function button(text, label, onClick) {
   const b = document.createElement("button");
@@ -105,19 +137,4 @@ function button(text, label, onClick) {
   b.setAttribute("aria-label", label);
   b.addEventListener("click", onClick);
   return b;
-}
-
-// Withdrawing cannot be undone: the first press asks, the second (within a few seconds) acts.
-function confirmThen(b, act) {
-  if (b.dataset.armed) {
-    act();
-    return;
-  }
-  b.dataset.armed = "1";
-  const text = b.textContent;
-  b.textContent = "Sure? Withdraw";
-  setTimeout(() => {
-    delete b.dataset.armed;
-    b.textContent = text;
-  }, 4000);
 }

@@ -14,7 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BENCHMARKS = [
-    "loop", "consensus", "volunteer", "active", "models", "inference", "export", "load", "faults", "lenses", "hotpath",
+    "loop", "consensus", "volunteer", "active", "models", "inference", "inference_accuracy", "export", "load", "faults",
+    "lenses", "hotpath",
 ]  # fmt: skip
 
 

@@ -1,8 +1,10 @@
 """Bulk inference: stream FITS cutouts from disk in batches, embed them, score them with MC dropout.
 
 Files are read by ``mlcore.io.read_image_cube`` (pixels only, no WCS) in a small thread
-pool, one batch ahead of the backbone (torch releases the GIL inside its kernels). On 2
-CPU cores the backbone takes ~90% of the time (``bench/inference.py`` has the breakdown).
+pool, one batch ahead of the backbone (torch releases the GIL inside its kernels), which
+embeds each batch in micro-batches on all cores (``ImageBackbone.embed``). On a CPU the
+backbone still takes ~80% of the CPU time, at ~70% of what one core's float32 matmul
+achieves (``bench/inference.py`` has the breakdown and the ceiling).
 Results come back as arrays in input order, ready for one bulk write (``bulk_create``,
 ``executemany``, ``np.savez``). A file that cannot be read is reported in ``failed`` with
 the reason and skipped; it never stops the run.
@@ -70,7 +72,7 @@ def iter_cutout_batches(
     batch_size : int
     io_workers : int
         Reader threads. Two keep a 2-core machine's backbone fed: reading a 64x64x3 cutout
-        takes ~0.2 ms of CPU, embedding it ~10 ms.
+        takes ~0.13 ms of CPU, embedding it ~2.5 ms.
     """
     if batch_size < 1 or io_workers < 1:
         raise ValueError("batch_size and io_workers must be >= 1")

@@ -12,15 +12,19 @@ nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from efficientnet_lite_pytorch import EfficientNet
+from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
 from torch import nn
 
 from mlcore.acquisition import layout_width
@@ -40,6 +44,12 @@ MAD_TO_SIGMA = 1.4826
 SOFTENING_SIGMA = 2.0  # asinh turns from linear to logarithmic at ~2 sigma of sky noise
 WHITE_PERCENTILE = 99.5  # this percentile of the stretched object maps to 1
 MIN_WHITE_SNR = 10.0  # ... but never stretch pure noise to full range
+TOPK_TAIL = 32  # a quantile with at most 1/32 of a row above it is selected by top-k, not by partition
+
+# On a CPU the backbone sees 16 images at a time: their activations stay in the 2 MiB L2
+# cache, and 16 images per call embed ~4x more per CPU-second than 256 (bench/inference.py's sweep).
+CPU_MICRO_BATCH = 16
+CPU_PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -59,13 +69,42 @@ class BackboneConfig:
         Otherwise a state-dict file compatible with EfficientNet-Lite0 (``_fc.*`` keys
         are ignored; ``state_dict``/``model`` wrappers and ``module.`` prefixes are
         accepted).
+    cpu_precision : {"fp32", "bf16", "auto"}
+        Arithmetic of the frozen CPU graph; ``"auto"`` is bfloat16 where the CPU does
+        bfloat16 dot products in hardware (AVX512-BF16 or AMX; elsewhere oneDNN emulates
+        them, slower than float32), float32 elsewhere. bfloat16 scores ~1.6x more cutouts
+        per CPU-second; its embeddings move (cosine to float32: median 0.998, lowest 0.989;
+        a cutout's embedding also moves by up to 1% with the micro-batch it is in) and
+        heads trained on them scored the same as on float32 ones within the seed spread
+        (T0 accuracy 0.724 vs 0.720, high-agreement 0.894 vs 0.896;
+        bench/results/inference_accuracy.json). float32 stays the default, exact and
+        reproducible. Each precision's embeddings are cached under their own name
+        (``ImageBackbone.name``), never mixed. GPUs ignore it (float16 autocast).
     """
 
     input_size: int = 96
     weights_path: str | None = None
+    cpu_precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.cpu_precision not in CPU_PRECISIONS:
+            raise ValueError(f"cpu_precision must be one of {CPU_PRECISIONS}, got {self.cpu_precision!r}")
 
 
 DEFAULT_BACKBONE = BackboneConfig()
+
+
+def native_bf16() -> bool:
+    """Whether this CPU does bfloat16 dot products in hardware (AVX512-BF16 or AMX)."""
+    return any(
+        getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+
+
+def _cpu_dtype(precision: str) -> torch.dtype:
+    if precision == "auto":
+        precision = "bf16" if native_bf16() else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def _rgb_from_bands(cubes: torch.Tensor) -> torch.Tensor:
@@ -83,14 +122,27 @@ def _rgb_from_bands(cubes: torch.Tensor) -> torch.Tensor:
 
 
 def _row_quantiles(flat: np.ndarray, qs: tuple[float, ...]) -> list[np.ndarray]:
-    """Quantiles of each row of (N, P), interpolated linearly as ``np.percentile``; one partition for all."""
-    positions = [q * (flat.shape[1] - 1) for q in qs]
-    kth = sorted({k for pos in positions for k in (int(pos), min(int(pos) + 1, flat.shape[1] - 1))})
-    part = np.partition(flat, kth, axis=1)
+    """Quantiles of each row of (N, P), interpolated linearly as ``np.percentile``.
+
+    One selection per quantile: the element of rank ``hi`` by a single-kth ``np.partition``
+    (numpy's SIMD quickselect; a partition with several kth took ~2x as long here),
+    or by ``torch.topk`` for a thin upper tail; the element of rank ``hi - 1`` is then the
+    largest of those the partition left below it.
+    """
+    n = flat.shape[1]
     out = []
-    for pos in positions:
-        lo, hi = int(pos), min(int(pos) + 1, flat.shape[1] - 1)
-        out.append(part[:, lo] + (pos - lo) * (part[:, hi] - part[:, lo]))
+    for q in qs:
+        pos = q * (n - 1)
+        lo = int(pos)
+        hi = min(lo + 1, n - 1)
+        if n - lo <= n // TOPK_TAIL:
+            top = torch.topk(torch.from_numpy(flat), n - lo, dim=1).values.numpy()  # (N, n - lo), descending
+            at_lo, at_hi = top[:, n - 1 - lo], top[:, n - 1 - hi]
+        else:
+            part = np.partition(flat, hi, axis=1)
+            at_hi = part[:, hi]
+            at_lo = part[:, :hi].max(axis=1) if hi > lo else at_hi
+        out.append(at_lo + (pos - lo) * (at_hi - at_lo))
     return out
 
 
@@ -109,9 +161,9 @@ def asinh_stretch(rgb: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
 
     All three channels of an object share one softening (``SOFTENING_SIGMA`` times the
     object's MAD noise) and one white point, so colours survive the stretch. Vectorised
-    over the batch in float32: one partition per object gives the median and the white
-    point (asinh is monotonic, so the percentile of the stretched object is the stretch
-    of its percentile), a second the MAD.
+    over the batch in float32: selections give each object's median, MAD and white point
+    (asinh is monotonic, so the percentile of the stretched object is the stretch of its
+    percentile; ``_row_quantiles``).
 
     Parameters
     ----------
@@ -129,9 +181,11 @@ def asinh_stretch(rgb: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     med, top = _row_quantiles(flat, (0.5, WHITE_PERCENTILE / 100))
     soft = SOFTENING_SIGMA * _robust_sigma(flat, med)  # (N,)
     white = np.maximum(np.arcsinh(top / soft), np.float32(math.asinh(MIN_WHITE_SNR / SOFTENING_SIGMA)))
-    scaled = torch.from_numpy(flat / soft[:, None])
-    out = (torch.asinh(scaled) / torch.from_numpy(white)[:, None]).clamp_(0.0, 1.0).reshape(x.shape)
-    return out.numpy() if as_numpy else out
+    out = np.arcsinh(flat / soft[:, None])  # numpy's arcsinh is SIMD, ~10x torch.asinh on a CPU
+    out /= white[:, None]
+    np.clip(out, 0.0, 1.0, out=out)
+    out = out.reshape(x.shape)
+    return out if as_numpy else torch.from_numpy(out)
 
 
 def preprocess_cutouts(cubes: np.ndarray | torch.Tensor, config: BackboneConfig) -> torch.Tensor:
@@ -155,12 +209,14 @@ def preprocess_cutouts(cubes: np.ndarray | torch.Tensor, config: BackboneConfig)
         return torch.zeros((0, 3, size, size), dtype=torch.float32)
     x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     x = asinh_stretch(_rgb_from_bands(x))  # (N, 3, H, W) in [0, 1]
+    # Normalised at the native size: resizing averages with weights that sum to 1, so it
+    # commutes with this per-channel affine map, and the native image has fewer pixels.
+    x = x.sub_(torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)).div_(torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+    x = x.contiguous(memory_format=torch.channels_last)  # the backbone's layout; resizing is ~2x faster in it too
     if x.shape[-2:] != (size, size):  # antialiasing only matters when shrinking, and costs 2x
         shrink = x.shape[-1] > size or x.shape[-2] > size
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()  # (N, 3, S, S)
+    return x.contiguous(memory_format=torch.channels_last)  # (N, 3, S, S)
 
 
 def shipped_weights_path() -> str:
@@ -209,8 +265,9 @@ class ImageBackbone:
     Attributes
     ----------
     name : str
-        Embedding cache key: ``"efficientnet-lite0-imagenet@128"`` for the shipped
-        weights, ``"efficientnet-lite0-<sha256[:12]>@128"`` for a custom file.
+        Embedding cache key: ``"efficientnet-lite0-imagenet@96"`` for the shipped
+        weights, ``"efficientnet-lite0-<sha256[:12]>@96"`` for a custom file, with
+        ``"-bf16"`` appended for a bfloat16 CPU graph.
     dim : int
         1280.
     """
@@ -219,25 +276,33 @@ class ImageBackbone:
         self.config = config
         self.device = device or best_device()
         self.dim = EMBED_DIM
+        self.cpu_dtype = _cpu_dtype(config.cpu_precision)
         if config.weights_path is None:
             self.name = f"{BACKBONE_NAME}@{config.input_size}"
         else:
             self.name = f"{ARCH}-{file_sha256(config.weights_path)[:12]}@{config.input_size}"
+        if self.device.type == "cpu" and self.cpu_dtype != torch.float32:
+            self.name += "-bf16"  # other numbers: another cache
         # channels_last: ~1.5x faster depthwise convolutions on CPU (oneDNN) and on GPU
         self.model = load_backbone(config).to(self.device, memory_format=torch.channels_last)
         for param in self.model.parameters():
             param.requires_grad_(False)
-        self._frozen: torch.jit.ScriptModule | None = None  # built by pooled_features on the first CPU batch
+        self._frozen: torch.jit.ScriptModule | None = None  # built by _cpu_graph on the first CPU batch
 
     @torch.inference_mode()
     def embed(self, cubes: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Global-average-pooled backbone features.
+
+        On a CPU the cutouts go through in micro-batches of at most ``CPU_MICRO_BATCH``,
+        preprocessed and embedded by ``torch.get_num_threads()`` threads side by side, each
+        with one intra-op thread (``backbone_threads``).
 
         Parameters
         ----------
         cubes : ndarray, shape (N, B, H, W)
             Sky-subtracted cutouts (see ``preprocess_cutouts``).
         batch_size : int
+            Images per backbone call on a GPU; the upper bound of a CPU micro-batch.
 
         Returns
         -------
@@ -247,31 +312,116 @@ class ImageBackbone:
         if cubes.ndim != 4:
             raise ValueError(f"cubes must have shape (N, B, H, W), got {cubes.shape}")
         out = np.zeros((cubes.shape[0], self.dim), dtype=np.float32)
-        for start in range(0, cubes.shape[0], batch_size):
-            x = preprocess_cutouts(cubes[start : start + batch_size], self.config)  # (b, 3, S, S)
-            out[start : start + x.shape[0]] = self.pooled_features(x).cpu().numpy()
+        step = batch_size if self.device.type != "cpu" else min(batch_size, CPU_MICRO_BATCH)
+        starts = range(0, cubes.shape[0], step)
+        if self.device.type != "cpu" or len(starts) < 2:
+            for start in starts:
+                out[start : start + step] = self._embed_batch(cubes[start : start + step])
+            return out
+        self._cpu_graph()  # traced once, in this thread
+        with backbone_threads() as pool:
+            embedded = pool.map(lambda s: self._embed_batch(cubes[s : s + step]), starts)
+            for start, vectors in zip(starts, embedded, strict=True):
+                out[start : start + len(vectors)] = vectors
         return out
+
+    def _embed_batch(self, cubes: np.ndarray) -> np.ndarray:
+        return self.pooled_features(preprocess_cutouts(cubes, self.config)).cpu().numpy()  # (b, 1280)
 
     @torch.inference_mode()
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         """Preprocessed images (B, 3, S, S) -> (B, 1280) float32 global-average-pooled features.
 
-        On the CPU the network runs as a frozen TorchScript graph, traced on the first
-        batch: freezing folds each BatchNorm into its convolution and lets oneDNN fuse the
-        activations, ~1.5x more cutouts per CPU-second with the same embeddings (cosine
-        > 0.99999; bench/inference.py). ``torch.compile`` needs a C++ toolchain at run time
-        and a long warm-up per process; bfloat16 moves embeddings too far (cosine 0.99).
+        On the CPU the network runs as a frozen TorchScript graph in ``cpu_precision``,
+        traced once from a copy whose symmetric "same" paddings are the convolutions' own
+        (``_convs_pad_themselves``): freezing folds each BatchNorm into its convolution
+        and oneDNN fuses the activations and residual adds (``_cpu_graph``). In float32
+        the embeddings are the plain module's (cosine > 0.99999; bench/inference.py has
+        the speed of each step). ``torch.compile`` needs a C++ toolchain at run time (the
+        image has none) and a long warm-up per process.
         """
         x = x.to(self.device, memory_format=torch.channels_last, non_blocking=True)
         if self.device.type != "cpu":
             with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=amp_enabled(self.device)):
                 features = self.model.extract_features(x)  # (B, 1280, S/32, S/32)
             return features.float().mean(dim=(2, 3))
+        return self._cpu_graph()(x.to(self.cpu_dtype)).float()
+
+    def _cpu_graph(self) -> torch.jit.ScriptModule:
+        """The frozen CPU graph, traced on the first call and warmed up here (the batch size stays free).
+
+        oneDNN Graph fusion (convolution + ReLU6 + residual add in one kernel) and the
+        convolutions' own padding give ~1.15x more cutouts per CPU-second together, with
+        the same numbers (bench/inference.py: backbone_frozen_padded -> backbone). Fusion
+        is a process-wide TorchScript switch; no other TorchScript runs in mlcore. The
+        first two runs profile and compile the fused kernels for the micro-batch shape,
+        once, in this thread.
+        """
         if self._frozen is None:
-            with warnings.catch_warnings():  # jit.trace is deprecated in favour of torch.compile (see above)
-                warnings.simplefilter("ignore")
-                self._frozen = torch.jit.freeze(torch.jit.trace(_PooledFeatures(self.model).eval(), x))
-        return self._frozen(x)
+            torch.jit.enable_onednn_fusion(True)
+            side = self.config.input_size
+            example = torch.zeros((CPU_MICRO_BATCH, 3, side, side), dtype=self.cpu_dtype)
+            example = example.contiguous(memory_format=torch.channels_last)
+            graph = _PooledFeatures(_convs_pad_themselves(self.model)).to(self.cpu_dtype).eval()
+            with warnings.catch_warnings(), torch.inference_mode():
+                warnings.simplefilter("ignore")  # jit.trace is deprecated in favour of torch.compile (see above)
+                frozen = torch.jit.freeze(torch.jit.trace(graph, example))
+                for _ in range(2):
+                    frozen(example)
+            self._frozen = frozen
+        return self._frozen
+
+
+@contextmanager
+def backbone_threads() -> Iterator[ThreadPoolExecutor]:
+    """As many threads as torch has intra-op threads, each running whole micro-batches on one.
+
+    On 2 cores, two micro-batches in flight beat two threads inside each convolution by
+    ~1.05x per CPU-second on a quiet machine and ~3x on a busy one (bench/inference.py):
+    the late layers' 6x6 and 3x3 maps are too small to split, and the threads of a split
+    convolution spin at every barrier while one of them waits for a core. The
+    intra-op setting is process-wide, so it is set back on the way out; threads started
+    meanwhile (the pool's) keep one intra-op thread each.
+    """
+    workers = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backbone") as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(workers)
+
+
+def _convs_pad_themselves(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose symmetric "same" paddings are done by the convolutions themselves.
+
+    The package pads every convolution with a separate ``ZeroPad2d`` (TensorFlow's "SAME"),
+    one more pass over the activations per layer; where the padding is symmetric (stride 1,
+    odd kernels) a plain ``nn.Conv2d`` with that padding computes the same numbers. The
+    stride-2 layers pad one side only and keep their explicit padding.
+    """
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, Conv2dStaticSamePadding) or child.padding != (0, 0):
+                continue
+            pad = child.static_padding.padding if isinstance(child.static_padding, nn.ZeroPad2d) else (0, 0, 0, 0)
+            left, right, top, bottom = pad
+            if left != right or top != bottom:
+                continue
+            conv = nn.Conv2d(
+                child.in_channels,
+                child.out_channels,
+                child.kernel_size,
+                stride=child.stride,
+                padding=(top, left),
+                dilation=child.dilation,
+                groups=child.groups,
+                bias=child.bias is not None,
+            )
+            conv.load_state_dict(child.state_dict())
+            setattr(parent, name, conv)
+    return model
 
 
 class _PooledFeatures(nn.Module):

@@ -63,9 +63,9 @@ def test_upsampling_skips_antialiasing_without_changing_the_input():
 
 
 def test_the_frozen_cpu_graph_gives_the_eager_embeddings_for_any_batch_size():
-    backbone = ImageBackbone(BackboneConfig(input_size=64), device=CPU)
+    backbone = ImageBackbone(BackboneConfig(input_size=64, cpu_precision="fp32"), device=CPU)
     cubes = np.random.default_rng(2).normal(0, 1, (11, 3, 40, 40)).astype(np.float32)
-    frozen = backbone.embed(cubes, batch_size=4)  # traced on a batch of 4, then 4 and 3
+    frozen = backbone.embed(cubes, batch_size=4)  # micro-batches of 4, 4 and 3 in two threads
     with torch.inference_mode():
         x = preprocess_cutouts(cubes, backbone.config).contiguous(memory_format=torch.channels_last)
         eager = backbone.model.extract_features(x).mean(dim=(2, 3)).numpy()
@@ -73,3 +73,65 @@ def test_the_frozen_cpu_graph_gives_the_eager_embeddings_for_any_batch_size():
     cosine = (frozen * eager).sum(1) / np.linalg.norm(frozen, axis=1) / np.linalg.norm(eager, axis=1)
     assert cosine.min() > 0.99999
     assert np.allclose(frozen, eager, atol=1e-3 * np.abs(eager).max())
+
+
+@pytest.mark.parametrize("n", [1, 2, 15, 3 * 64 * 64])
+def test_row_quantiles_select_what_numpy_percentile_interpolates(n):
+    from mlcore.models.image import _row_quantiles
+
+    flat = np.random.default_rng(n).standard_cauchy((5, n)).astype(np.float32)
+    qs = (0.0, 0.25, 0.5, 0.995, 1.0)  # 0.995 takes the top-k path on the large rows
+    got = _row_quantiles(flat, qs)
+    for q, row in zip(qs, got, strict=True):
+        np.testing.assert_allclose(row, np.percentile(flat, 100 * q, axis=1), rtol=1e-6, atol=1e-6)
+
+
+def test_convolutions_that_pad_themselves_compute_the_same_features():
+    from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
+
+    from mlcore.models.image import _convs_pad_themselves
+
+    backbone = ImageBackbone(BackboneConfig(input_size=96), device=CPU)
+    copy = _convs_pad_themselves(backbone.model)
+    explicit = sum(isinstance(m, Conv2dStaticSamePadding) for m in copy.modules())
+    assert 0 < explicit < sum(isinstance(m, Conv2dStaticSamePadding) for m in backbone.model.modules()) / 4
+    x = torch.randn(3, 3, 96, 96)
+    with torch.inference_mode():
+        torch.testing.assert_close(copy.extract_features(x), backbone.model.extract_features(x), rtol=1e-4, atol=1e-4)
+
+
+def test_threaded_micro_batches_give_the_one_batch_embeddings_and_restore_the_thread_count():
+    backbone = ImageBackbone(BackboneConfig(input_size=64, cpu_precision="fp32"), device=CPU)
+    cubes = np.random.default_rng(3).normal(0, 1, (37, 3, 32, 32)).astype(np.float32)
+    threads = torch.get_num_threads()
+    threaded = backbone.embed(cubes)  # micro-batches of 16, 16 and 5 in backbone_threads
+    assert torch.get_num_threads() == threads
+    whole = backbone.pooled_features(preprocess_cutouts(cubes, backbone.config)).numpy()
+    np.testing.assert_allclose(threaded, whole, rtol=1e-4, atol=1e-4 * np.abs(whole).max())
+
+
+def test_the_bfloat16_cpu_graph_stays_close_to_float32_under_its_own_cache_name():
+    rng = np.random.default_rng(4)
+    cubes = rng.normal(0, 1, (20, 3, 64, 64)).astype(np.float32)
+    cubes[:, :, 28:36, 28:36] += rng.uniform(5, 200, (20, 1, 1, 1)).astype(np.float32)  # a source each
+    exact = ImageBackbone(BackboneConfig(input_size=64, cpu_precision="fp32"), device=CPU)
+    fast = ImageBackbone(BackboneConfig(input_size=64, cpu_precision="bf16"), device=CPU)
+    assert fast.name == exact.name + "-bf16"
+    a, b = exact.embed(cubes), fast.embed(cubes)
+    assert b.dtype == np.float32
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.97
+    assert not np.array_equal(a, b)  # it did run in bfloat16
+    with pytest.raises(ValueError):
+        BackboneConfig(cpu_precision="int8")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it_and_the_default_is_float32(monkeypatch, native):
+    from mlcore.models import image
+
+    monkeypatch.setattr(image, "native_bf16", lambda: native)
+    backbone = ImageBackbone(BackboneConfig(input_size=64, cpu_precision="auto"), device=CPU)
+    assert backbone.cpu_dtype == (torch.bfloat16 if native else torch.float32)
+    assert backbone.name.endswith("-bf16") == native
+    assert ImageBackbone(BackboneConfig(input_size=64), device=CPU).cpu_dtype == torch.float32

@@ -14,7 +14,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def backbone():
-    return ImageBackbone(BackboneConfig(input_size=64), device=CPU)
+    return ImageBackbone(BackboneConfig(input_size=64, cpu_precision="fp32"), device=CPU)  # exact comparisons below
 
 
 def _files(tmp_path, n=7):

@@ -42,10 +42,6 @@ from mlcore.tasktree import label_layout
 
 SEEDS = [0, 1, 2, 3, 4]
 ACTIVE = "powerbald"  # PowerBALD (Kirsch+2023): beat bald and bald+kcenter in our single-seed probe
-SCALES = (10_000, 100_000, 1_000_000)
-SEEN = 10_000
-DRAWS = 2000
-REPEAT_DRAWS = 100_000
 POOL_FOR_PRIORITIES = 10_000
 LABELS_FOR_PRIORITIES = 200
 
@@ -59,11 +55,8 @@ def run(results: Path) -> dict:
     figures.update(_label_saving(mean_curves["random"], mean_curves[ACTIVE]))
     figures["seeds"] = len(SEEDS)
     figures["curves_seconds"] = time.perf_counter() - t0
-    select.use_queue()
-    figures.update(select.backend_figures())
-    latency, samples = select.latency_at_scales(SCALES, SEEN, DRAWS)
-    figures.update(latency)
-    figures.update(select.repeats(n_subjects=20_000, n_volunteers=200, draws=REPEAT_DRAWS))
+    select_figures, samples = select.selector_figures()  # alone: python bench/run.py active_select
+    figures.update(select_figures)
     figures["seconds_label_to_priorities"] = _label_to_priorities(curves.sky_embeddings(plan, cache))
     _plot(results / "active.png", mean_curves, figures, samples)
     return figures

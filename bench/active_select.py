@@ -1,17 +1,25 @@
 """Selector benchmarks: the real ``subject_next_for`` path (Redis queue + the database read of the Subject).
 
-Runs against whatever this process is configured with: PostgreSQL when ``DATABASE_URL`` is
-set (SQLite otherwise), the queue at ``SKYLOOP_QUEUE_URL``/``REDIS_URL`` (a local Redis at
-127.0.0.1:6379 when unset and reachable; the database selector alone otherwise).
+Part of bench/active.py (its select_* and repeat figures, merged into active.json); on its own,
+``python bench/run.py active_select`` writes the same figures to bench/results/active_select.json
+without the learning curves. Runs against whatever this process is configured with: PostgreSQL
+when ``DATABASE_URL`` is set (SQLite otherwise), the queue at ``SKYLOOP_QUEUE_URL``/``REDIS_URL``
+(a local Redis at 127.0.0.1:6379 when unset and reachable; the database selector alone otherwise).
 Rows are bulk-inserted: subjects here carry no pixels (the selector never opens them).
+
+Besides active.py's figures: select_cpu_ms_mean_* (this process's CPU time per call, steadier
+than wall time on a shared machine; Redis and PostgreSQL work not included) and
+select_loadavg_1m (the 1-minute load average when the latency runs ended).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from django.conf import settings
@@ -26,8 +34,28 @@ from labeler.workflows.models import SubjectState, Workflow
 from mlcore.simulate import sky
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+SCALES = (10_000, 100_000, 1_000_000)
+SEEN = 10_000
+DRAWS = 2000
+REPEAT_DRAWS = 100_000
 GOLD_FRACTION = 0.05  # as the simulated sky (SkyPlan.gold_fraction)
 INSERT_BATCH = 10_000
+
+
+def run(results: Path) -> dict:
+    """``python bench/run.py active_select``: the selector figures alone."""
+    figures, _ = selector_figures()
+    return figures
+
+
+def selector_figures() -> tuple[dict, dict]:
+    """Backends, latency at SCALES and repeats; the latency samples per scale for a plot."""
+    use_queue()
+    figures = backend_figures()
+    latency, samples = latency_at_scales(SCALES, SEEN, DRAWS)
+    figures.update(latency)
+    figures.update(repeats(n_subjects=20_000, n_volunteers=200, draws=REPEAT_DRAWS))
+    return figures, samples
 
 
 def use_queue() -> bool:
@@ -87,6 +115,21 @@ def add_subjects(workflow: Workflow, n: int, rng: np.random.Generator) -> list[i
     return ids
 
 
+def analyze() -> None:
+    """Planner statistics for the bulk-loaded tables, as autovacuum gathers them on a production server.
+
+    Without them (a fresh bulk load, or a server running with autovacuum off, as the development
+    one here does) PostgreSQL checks a candidate against the volunteer's whole history instead
+    of probing the unique index, and the figures would time that instead of the selector.
+    """
+    if connection.vendor != "postgresql":
+        return
+    tables = [model._meta.db_table for model in (Subject, SubjectState, Classification)]
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+
+
 def add_seen(workflow: Workflow, volunteer_key: str, subject_ids: list[int]) -> None:
     for start in range(0, len(subject_ids), INSERT_BATCH):
         Classification.objects.bulk_create(
@@ -102,17 +145,17 @@ def add_seen(workflow: Workflow, volunteer_key: str, subject_ids: list[int]) -> 
         )
 
 
-def select_latencies(workflow: Workflow, volunteer_key: str, n: int, seed: int = 0) -> np.ndarray:
-    """Milliseconds per ``subject_next_for`` call (after one warm-up that loads the seen set)."""
+def select_latencies(workflow: Workflow, volunteer_key: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Wall and CPU milliseconds per ``subject_next_for`` call (after one warm-up that loads the seen set)."""
     rng = random.Random(seed)
     subject_next_for(workflow=workflow, volunteer_key=volunteer_key, rng=rng)
-    out = np.empty(n)
+    wall, cpu = np.empty(n), np.empty(n)
     for i in range(n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         subject = subject_next_for(workflow=workflow, volunteer_key=volunteer_key, rng=rng)
-        out[i] = 1000 * (time.perf_counter() - t0)
+        wall[i], cpu[i] = 1000 * (time.perf_counter() - t0), 1000 * (time.process_time() - c0)
         assert subject is not None
-    return out
+    return wall, cpu
 
 
 def latency_at_scales(scales: tuple[int, ...], seen: int, draws: int) -> tuple[dict, dict]:
@@ -132,23 +175,28 @@ def latency_at_scales(scales: tuple[int, ...], seen: int, draws: int) -> tuple[d
             .values_list("subject_id", flat=True)[:n_seen]
         )
         add_seen(workflow, f"bench:top:{scale}", top)
+        analyze()
         if settings.SKYLOOP_QUEUE:
             t0 = time.perf_counter()
             queue.queue_publish(workflow_id=workflow.id, version=0)
             figures[f"queue_build_s_{scale:.0e}".replace("+0", "")] = time.perf_counter() - t0
         label = f"{scale:.0e}".replace("+0", "")
-        lat = select_latencies(workflow, scattered, draws)
+        lat, cpu = select_latencies(workflow, scattered, draws)
         samples[label] = lat
         figures[f"select_p50_ms_{label}"] = float(np.percentile(lat, 50))
         figures[f"select_p99_ms_{label}"] = float(np.percentile(lat, 99))
-        figures[f"select_p99_ms_{label}_seen_at_top"] = float(
-            np.percentile(select_latencies(workflow, f"bench:top:{scale}", draws // 2), 99)
-        )
+        figures[f"select_cpu_ms_mean_{label}"] = float(cpu.mean())
+        at_top, _ = select_latencies(workflow, f"bench:top:{scale}", draws // 2)
+        figures[f"select_p99_ms_{label}_seen_at_top"] = float(np.percentile(at_top, 99))
         print(
             f"  select at {scale}: p50 {figures[f'select_p50_ms_{label}']:.2f} ms, "
-            f"p99 {figures[f'select_p99_ms_{label}']:.2f} ms",
+            f"p99 {figures[f'select_p99_ms_{label}']:.2f} ms, "
+            f"seen at top p99 {figures[f'select_p99_ms_{label}_seen_at_top']:.2f} ms, "
+            f"load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
+    figures["select_loadavg_1m"] = os.getloadavg()[0]
+    drop_queue(workflow)
     return figures, samples
 
 
@@ -163,6 +211,7 @@ def repeats(n_subjects: int, n_volunteers: int, draws: int) -> dict:
     workflow = new_workflow("bench-repeats", retire_after=5)
     add_subjects(workflow, n_subjects, rng)
     SubjectState.objects.filter(workflow=workflow).update(gold_answers=None)  # spread votes evenly
+    analyze()
     if settings.SKYLOOP_QUEUE:
         queue.queue_publish(workflow_id=workflow.id, version=0)
     pick = random.Random(2)
@@ -185,6 +234,7 @@ def repeats(n_subjects: int, n_volunteers: int, draws: int) -> dict:
         retired |= _answer(workflow, round_pairs)
         seen |= {(key, sid) for sid, key in round_pairs}
     elapsed = time.perf_counter() - started
+    drop_queue(workflow)
     counts = Counter(sid for _, sid in seen)
     over = sum(max(0, c - workflow.retire_after) for c in counts.values())
     return {
@@ -225,6 +275,12 @@ def _answer(workflow: Workflow, pairs: list[tuple[int, str]]) -> set[int]:
         states.filter(subject_id__in=done).update(status=SubjectState.Status.RETIRED)
     queue.subjects_queue_touch(workflow_id=workflow.id, answered=pairs)
     return set(done)
+
+
+def drop_queue(workflow: Workflow) -> None:
+    """Free Redis of a benchmark workflow's queue and seen sets (~100 MB at 10^6 subjects)."""
+    if settings.SKYLOOP_QUEUE:
+        queue.queue_drop(workflow_id=workflow.id)
 
 
 def backend_figures() -> dict:

@@ -9,6 +9,7 @@ Keys, all under one hash tag per workflow so the Lua scripts also run on Redis C
     <prefix>:{wf<id>}:lease        ZSET  "<subject>|<volunteer>" -> expiry (ms): served, answer not back yet
     <prefix>:{wf<id>}:held         HASH  subject id -> live leases
     <prefix>:{wf<id>}:seen:<key>   SET   subjects this volunteer classified, plus the sentinel "0"
+    <prefix>:{wf<id>}:skip:<key>   STR   "<epoch>|<score>": every queued subject scored above it is seen
 
 A subject is handed out to at most ``retire_after - votes`` volunteers at a time, so a crowd
 arriving at once spreads over the queue instead of over-classifying its top past retirement.
@@ -50,7 +51,8 @@ log = logging.getLogger(__name__)
 SEEN_TTL_S = 7 * 24 * 3600  # an idle volunteer's seen set is dropped, and reloaded when they return
 SYNC_EVERY_MS = 5000  # how often one request looks for subjects added since the build
 REBUILD_LOCK_S = 300
-SCAN_CHUNK = 256  # queue entries checked per step, walking down from the top
+FIRST_WINDOW = 32  # queue entries checked first, walking down from the top (twice the top few)
+MAX_WINDOW = 4096  # later windows double up to this (Lua's unpack() takes at most ~8000 values)
 MAX_SCAN = 60_000  # give up (and ask the database) past this many seen or leased entries
 ALTERNATES = 3  # candidates returned besides the chosen one, in case it fails the database check
 RANDOM_PROBE = 16  # random members tried for the random share
@@ -159,6 +161,9 @@ class _Keys:
     def seen(self, volunteer_key: str) -> str:
         return f"{self.base}:seen:{volunteer_key}"
 
+    def skip(self, volunteer_key: str) -> str:
+        return f"{self.base}:skip:{volunteer_key}"
+
     def for_scripts(self, volunteer_key: str) -> list[str]:
         """KEYS of the select, lease and touch scripts, in their order."""
         return [
@@ -170,6 +175,7 @@ class _Keys:
             self.sync,
             self.held,
             self.votes,
+            self.skip(volunteer_key),
         ]
 
     def temporary(self, name: str) -> str:
@@ -216,7 +222,7 @@ def queue_candidates(
             lease_ms,
             SYNC_EVERY_MS,
             SEEN_TTL_S,
-            SCAN_CHUNK,
+            FIRST_WINDOW,
             MAX_SCAN,
             ALTERNATES,
             RANDOM_PROBE,
@@ -226,6 +232,7 @@ def queue_candidates(
             repr(float(taper.start)),
             repr(float(taper.floor)),
             max(1, int(taper.half_life)),
+            MAX_WINDOW,
             *[int(i) for i in exclude],
         ]
         for _ in range(3):
@@ -489,6 +496,7 @@ def _load_seen(r: redis.Redis, keys: _Keys, workflow_id: int, volunteer_key: str
         pipe.sadd(tmp, *ids[start : start + WRITE_BATCH])
     pipe.rename(tmp, keys.seen(volunteer_key))
     pipe.expire(keys.seen(volunteer_key), SEEN_TTL_S)
+    pipe.delete(keys.skip(volunteer_key))  # it vouched for the old set, which may have held withdrawn votes
     pipe.execute()
     return len(ids)
 
@@ -510,5 +518,6 @@ def _sync_new_states(r: redis.Redis, keys: _Keys, workflow_id: int) -> None:
         gold = [row[1] for row in active if row[4]]
         if gold:
             pipe.sadd(keys.gold, *gold)
+    # After the ZADD, on the same connection: a skip key taken before it is void once this runs.
+    _script(r, lua.RAISE_WATERMARK)(keys=[keys.meta], args=[rows[-1][0]], client=pipe)
     pipe.execute()
-    _script(r, lua.RAISE_WATERMARK)(keys=[keys.meta], args=[rows[-1][0]])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 
 import numpy as np
-from django.db.models import Count, Exists, OuterRef
+from django.db import connection
+from django.db.models import Count
 
 from labeler.classifications import queue
 from labeler.classifications.models import Classification, VolunteerSkill
@@ -74,13 +76,35 @@ def _next_from_queue(workflow: Workflow, volunteer_key: str, rng: random.Random,
 
 def _servable(workflow: Workflow, volunteer_key: str, subject_ids: list[int], exclude: tuple[int, ...]):
     """{id: Subject} of the candidates still active and unseen, in the one query that loads them."""
-    seen = Classification.objects.filter(workflow=workflow, volunteer_key=volunteer_key, subject=OuterRef("pk"))
-    subjects = Subject.objects.filter(
-        pk__in=subject_ids, states__workflow=workflow, states__status=SubjectState.Status.ACTIVE
-    ).exclude(Exists(seen))
-    if exclude:
-        subjects = subjects.exclude(pk__in=exclude)
-    return {s.id: s for s in subjects}
+    wanted = [sid for sid in subject_ids if sid not in exclude]
+    if not wanted:
+        return {}
+    params = [*wanted, workflow.id, SubjectState.Status.ACTIVE, workflow.id, volunteer_key]
+    return {s.id: s for s in Subject.objects.raw(_servable_sql(len(wanted)), params)}
+
+
+@lru_cache(maxsize=8)
+def _servable_sql(n_ids: int) -> str:
+    """The query of ``_servable`` for ``n_ids`` candidates.
+
+    Raw SQL because building the equivalent queryset cost more CPU than the rest of a selection.
+    Each check is a scalar sub-select that can only use the index on the subject id (``+ 0``
+    hides the workflow column from the indexes that start with it), so it reads the subject's
+    own few rows: one state per workflow, its votes. Left free, PostgreSQL walked a workflow's
+    whole history whenever its statistics said the workflow was small (new workflows, or
+    ANALYZE not run since a burst of votes): 10 ms per candidate at 5 x 10^4 votes.
+    """
+    quote = connection.ops.quote_name
+    subject = Subject._meta
+    columns = ", ".join(f"s.{quote(field.column)}" for field in subject.concrete_fields)
+    placeholders = ", ".join(["%s"] * n_ids)
+    return (
+        f"SELECT {columns} FROM {quote(subject.db_table)} s WHERE s.id IN ({placeholders})"
+        f" AND (SELECT st.status FROM {quote(SubjectState._meta.db_table)} st"
+        "      WHERE st.subject_id = s.id AND st.workflow_id + 0 = %s) = %s"
+        f" AND (SELECT 1 FROM {quote(Classification._meta.db_table)} c"
+        "      WHERE c.subject_id = s.id AND c.workflow_id + 0 = %s AND c.volunteer_key = %s) IS NULL"
+    )
 
 
 def _next_from_database(

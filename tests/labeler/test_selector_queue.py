@@ -14,11 +14,12 @@ import pytest
 import redis
 from django.conf import settings
 
-from labeler.classifications import queue
+from labeler.classifications import queue, selectors
 from labeler.classifications.models import Classification
 from labeler.classifications.selectors import TOP_FEW, subject_next_for
 from labeler.classifications.services import classification_submit
 from labeler.learning.models import ModelVersion
+from labeler.subjects.models import Subject
 from labeler.subjects.simulation import SkyPlan, sky_simulate
 from labeler.workflows.models import SubjectState
 from tests.conftest import require_services
@@ -65,6 +66,19 @@ def submit(workflow, subject_id, volunteer_key):
         annotation=path,
         client_uuid=uuid.uuid4(),
     )
+
+
+def classified(workflow, volunteer_key, subject_ids):
+    """Classifications written straight to the database (no commit hooks: Redis does not hear of them)."""
+    for sid in subject_ids:
+        Classification.objects.create(
+            workflow=workflow,
+            workflow_version=1,
+            subject_id=sid,
+            volunteer_key=volunteer_key,
+            annotation=[],
+            client_uuid=uuid.uuid4(),
+        )
 
 
 def state_ids(workflow):
@@ -243,3 +257,101 @@ def test_gold_comes_from_the_queue_for_new_volunteers(redis_queue, image_workflo
     served = [subject_next_for(workflow=image_workflow, volunteer_key=f"a:new{i}", rng=rng).id for i in range(200)]
     assert 0.35 < sum(s in gold_ids for s in served) / 200 < 0.65
     assert queue.queue_info(workflow_id=image_workflow.id)["gold"] == 3
+
+
+@pytest.fixture
+def seen_top(redis_queue, only_priorities, monkeypatch):
+    """Priorities 1..24 in id order; "a:me" has classified the top 10. Tiny windows, no random pick."""
+    monkeypatch.setattr(queue, "FIRST_WINDOW", 2)
+    monkeypatch.setattr(queue, "MAX_WINDOW", 4)
+    monkeypatch.setattr(selectors, "TOP_FEW", 1)  # the best unseen subject, deterministically
+    ids = state_ids(only_priorities)
+    set_priorities(only_priorities, ids)
+    classified(only_priorities, "a:me", ids[-10:])
+    return ids
+
+
+def skip_score(redis_queue, workflow, volunteer_key):
+    """The score the volunteer's skip key vouches for (everything above it is seen), or None."""
+    value = redis_queue.get(queue._Keys(workflow.id).skip(volunteer_key))
+    return None if value is None else float(value.rsplit("|", 1)[1])
+
+
+def test_a_volunteer_who_has_seen_the_whole_top_gets_the_best_unseen_and_skips_the_top_next_time(
+    seen_top, redis_queue, only_priorities
+):
+    rank_of = {sid: rank for rank, sid in enumerate(seen_top, start=1)}
+    for _ in range(3):  # walked once, then started below the seen top
+        assert subject_next_for(workflow=only_priorities, volunteer_key="a:me").id == seen_top[-11]
+        assert skip_score(redis_queue, only_priorities, "a:me") == rank_of[seen_top[-10]]
+    assert skip_score(redis_queue, only_priorities, "a:other") is None  # per volunteer
+    classified(only_priorities, "a:me", [seen_top[-11]])
+    queue.subject_queue_touch(workflow_id=only_priorities.id, subject_id=seen_top[-11], volunteer_key="a:me")
+    assert subject_next_for(workflow=only_priorities, volunteer_key="a:me").id == seen_top[-12]
+    assert skip_score(redis_queue, only_priorities, "a:me") == rank_of[seen_top[-11]]
+
+
+def test_subjects_the_page_holds_end_the_skipped_run(seen_top, redis_queue, only_priorities):
+    """Held is not seen: skipping past it would lose it once the page lets it go unanswered."""
+    classified(only_priorities, "a:me", [seen_top[-12]])  # seen, below the held one
+    served = subject_next_for(workflow=only_priorities, volunteer_key="a:me", exclude=(seen_top[-11],))
+    assert served.id == seen_top[-13]
+    assert subject_next_for(workflow=only_priorities, volunteer_key="a:me").id == seen_top[-11]
+
+
+def test_a_subject_raised_above_the_skipped_top_is_served(seen_top, redis_queue, only_priorities):
+    subject_next_for(workflow=only_priorities, volunteer_key="a:me")  # takes the skip key
+    raised = seen_top[0]
+    SubjectState.objects.filter(subject_id=raised).update(priority=100.0)
+    queue.subject_queue_touch(workflow_id=only_priorities.id, subject_id=raised)
+    assert subject_next_for(workflow=only_priorities, volunteer_key="a:me").id == raised
+
+
+def test_a_subject_ingested_above_the_skipped_top_is_served(seen_top, redis_queue, only_priorities, monkeypatch):
+    monkeypatch.setattr(queue, "SYNC_EVERY_MS", 1)
+    subject_next_for(workflow=only_priorities, volunteer_key="a:me")  # takes the skip key
+    sky_simulate(plan=SkyPlan(project="test-sky", n_images=1, n_spectra=0, seed=9))
+    new = only_priorities.states.exclude(subject_id__in=seen_top).get()
+    SubjectState.objects.filter(pk=new.pk).update(priority=100.0)
+    time.sleep(0.01)
+    subject_next_for(workflow=only_priorities, volunteer_key="a:x")  # this request syncs
+    assert subject_next_for(workflow=only_priorities, volunteer_key="a:me").id == new.subject_id
+
+
+def test_a_reloaded_seen_set_voids_the_skip_key(seen_top, redis_queue, only_priorities):
+    """The Redis seen set may hold a withdrawn vote; reloaded from the database, the skip key goes too."""
+    subject_next_for(workflow=only_priorities, volunteer_key="a:me")
+    Classification.objects.filter(subject_id=seen_top[-1], volunteer_key="a:me").delete()  # withdrawn
+    redis_queue.delete(queue._Keys(only_priorities.id).seen("a:me"))  # expired while they were away
+    assert subject_next_for(workflow=only_priorities, volunteer_key="a:me").id == seen_top[-1]
+
+
+def test_a_newer_model_versions_order_voids_the_skip_key_and_a_stale_one_changes_nothing(
+    seen_top, redis_queue, only_priorities
+):
+    old = ModelVersion.objects.create(workflow=only_priorities, number=1, kind="question_head")
+    new = ModelVersion.objects.create(workflow=only_priorities, number=2, kind="question_head")
+    subject_next_for(workflow=only_priorities, volunteer_key="a:me")
+    set_priorities(only_priorities, seen_top[1:] + seen_top[:1])  # the old bottom is the new top
+    assert queue.queue_publish(workflow_id=only_priorities.id, version=new.id)
+    assert subject_next_for(workflow=only_priorities, volunteer_key="a:me").id == seen_top[0]
+    set_priorities(only_priorities, seen_top)
+    assert not queue.queue_publish(workflow_id=only_priorities.id, version=old.id)
+    assert subject_next_for(workflow=only_priorities, volunteer_key="a:me").id == seen_top[0]
+
+
+def test_a_long_seen_top_is_walked_in_growing_windows_to_the_unseen_rest(redis_queue, only_priorities, monkeypatch):
+    monkeypatch.setattr(queue, "FIRST_WINDOW", 1)
+    ids = state_ids(only_priorities)
+    set_priorities(only_priorities, ids)
+    classified(only_priorities, "a:me", ids[3:])  # 1 + 2 + 4 + 8 + ... windows before the first unseen
+    served = {subject_next_for(workflow=only_priorities, volunteer_key="a:me").id for _ in range(20)}
+    assert served == set(ids[:3])
+
+
+def test_it_loads_the_whole_subject_as_the_orm_does(redis_queue, only_priorities):
+    served = subject_next_for(workflow=only_priorities, volunteer_key="a:me")
+    stored = Subject.objects.get(pk=served.pk)
+    fields = [field.attname for field in Subject._meta.concrete_fields]
+    assert [getattr(served, f) for f in fields] == [getattr(stored, f) for f in fields]
+    assert served.truth and isinstance(served.truth, dict)

@@ -112,6 +112,39 @@ def posterior_from_votes(prior: np.ndarray, confusions: np.ndarray, answers: np.
     return _normalise_log(_log(prior) + log_lik)
 
 
+def sequential_retirement(prior: np.ndarray, confusions: np.ndarray, answers: np.ndarray, *, threshold: float,
+                          min_votes: int, max_votes: int) -> tuple[np.ndarray, int]:
+    """Where a subject retires when its votes arrive one by one: ``(posterior (K,), n votes used)``.
+
+    The workflow rule ``retire_posterior`` / ``retire_min`` / ``retire_after``: the first
+    ``n >= min_votes`` whose posterior maximum reaches ``threshold``, else ``max_votes`` (or
+    every vote given, if fewer). A threshold test after each vote is Wald's sequential
+    probability ratio test in posterior form (Wald 1945, Ann. Math. Stat. 16, 117).
+
+    Parameters
+    ----------
+    prior : (K,) array
+        Class prior, times the model agent's likelihood when the model votes first.
+    confusions : (M, K, A) array
+        Confusion matrix of each voter, in arrival order.
+    answers : (M,) int array
+        Their answers.
+    threshold, min_votes, max_votes : float, int, int
+        ``1 <= min_votes <= max_votes``.
+    """
+    if not 1 <= min_votes <= max_votes:
+        raise ValueError(f"need 1 <= min_votes <= max_votes, got {min_votes}, {max_votes}")
+    confusions = np.asarray(confusions, dtype=float)[:max_votes]  # (M, K, A)
+    answers = np.asarray(answers, dtype=int)[:max_votes]  # (M,)
+    if len(answers) != len(confusions) or len(answers) == 0:
+        raise ValueError(f"{len(answers)} answers for {len(confusions)} confusion matrices")
+    log_lik = _log(confusions[np.arange(len(answers)), :, answers])  # (M, K)
+    posteriors = _normalise_log(_log(prior) + np.cumsum(log_lik, axis=0))  # (M, K) after 1..M votes
+    crossed = np.flatnonzero(posteriors[min_votes - 1:].max(axis=1) >= threshold)
+    n = min_votes + int(crossed[0]) if len(crossed) else len(answers)
+    return posteriors[n - 1], n
+
+
 def subject_posteriors(votes: np.ndarray, confusions: np.ndarray, class_prior: np.ndarray,
                        n_subjects: int) -> np.ndarray:
     """Posteriors ``(N, K)`` of every subject from all votes at once (the Dawid-Skene E-step).

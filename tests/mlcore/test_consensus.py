@@ -13,6 +13,7 @@ from mlcore.consensus import (
     model_confusion,
     posterior_from_votes,
     posterior_with_agent,
+    sequential_retirement,
     skill_em,
     skill_score,
     subject_posteriors,
@@ -190,6 +191,44 @@ def test_it_combines_model_and_volunteers_as_independent_evidence():
     expected = np.array([0.8 * 0.1 * 0.6, 0.1 * 0.8 * 0.2, 0.1 * 0.1 * 0.2])
     assert crowd_first[0] == pytest.approx(expected / expected.sum())
     assert model_first == pytest.approx(expected / expected.sum())
+
+
+_GOOD = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+
+
+def test_it_retires_at_the_first_vote_after_the_minimum_that_crosses_the_threshold():
+    answers = np.array([0, 0, 0, 0, 0, 0])
+    confusions = np.tile(_GOOD, (len(answers), 1, 1))
+    prior = np.full(K, 1 / K)
+    # agreeing votes give 0.8, then 64/66 = 0.970, then 512/514 = 0.996
+    posterior, n = sequential_retirement(prior, confusions, answers, threshold=0.99, min_votes=1, max_votes=6)
+    assert n == 3
+    assert posterior == pytest.approx(posterior_from_votes(prior, confusions[:3], answers[:3]))
+    _, n_with_minimum = sequential_retirement(prior, confusions, answers, threshold=0.99, min_votes=5, max_votes=6)
+    assert n_with_minimum == 5
+
+
+def test_it_retires_a_split_subject_at_the_cap_with_the_posterior_of_the_votes_it_saw():
+    answers = np.array([0, 1, 0, 1, 0, 1, 0, 0])
+    confusions = np.tile(_GOOD, (len(answers), 1, 1))
+    prior = np.full(K, 1 / K)
+    posterior, n = sequential_retirement(prior, confusions, answers, threshold=0.95, min_votes=2, max_votes=5)
+    assert n == 5
+    assert posterior == pytest.approx(posterior_from_votes(prior, confusions[:5], answers[:5]))
+    assert posterior.argmax() == 0
+    _, n_all = sequential_retirement(prior, confusions[:4], answers[:4], threshold=0.95, min_votes=2, max_votes=40)
+    assert n_all == 4  # fewer votes than the cap: all of them
+
+
+def test_it_lets_a_confident_prior_retire_a_subject_sooner():
+    answers = np.array([2, 2, 2, 2])
+    confusions = np.tile(_GOOD, (len(answers), 1, 1))
+    flat = sequential_retirement(np.full(K, 1 / K), confusions, answers, threshold=0.95, min_votes=1, max_votes=4)
+    model_says_2 = sequential_retirement(np.array([0.1, 0.1, 0.8]), confusions, answers, threshold=0.95,
+                                         min_votes=1, max_votes=4)
+    assert (flat[1], model_says_2[1]) == (2, 1)  # 0.970 after two votes; 64/66 after one with the model
+    with pytest.raises(ValueError):
+        sequential_retirement(np.full(K, 1 / K), confusions, answers, threshold=0.95, min_votes=3, max_votes=2)
 
 
 def _simulated_root_votes(seed, n_subjects=300, n_volunteers=40, per_subject=9):

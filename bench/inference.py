@@ -6,15 +6,18 @@ them) -> ``mlcore.inference.score_fits_files`` (reader threads, frozen Efficient
 15 MC-dropout passes of the head, temperatures) -> one ``executemany`` into a sqlite table.
 
 Figures:
-- inference_cutouts_per_s_cpu: end to end, wall clock, on this machine as it is;
+- inference_cutouts_per_s_cpu: end to end, wall clock, on this machine as it is, in the
+  platform's default arithmetic (``SKYLOOP_CPU_PRECISION=auto``: bfloat16 where the CPU does
+  it in hardware, inference_cpu_has_native_bf16, else float32);
 - inference_cutouts_per_cpu_second: the same run per CPU-second the process got (all its
   threads). Other engineers share the 2 cores, so the wall figure depends on their load
   (inference_load_avg, the 1-minute load average at the end of the run); on an idle
   2-core machine the wall figure is at most twice this one.
+- the same three with ``_fp32`` and ``_bf16``: each arithmetic measured on the same files;
 - inference_stage_<stage>_per_s / _per_cpu_s: each stage alone on the same files, run as
   production runs it: read (``read_image_cube``, one thread), read_astropy
   (``read_image_fits``, which also parses the WCS), preprocess (asinh stretch + resize to
-  96, in micro-batches), backbone (the default float32 frozen graph on micro-batches in
+  96, in micro-batches), backbone (the float32 frozen graph on micro-batches in
   ``backbone_threads``), embed (preprocess + backbone, ``ImageBackbone.embed``), head (15 MC
   passes, one batched matmul), store (sqlite executemany); and the steps that led to the
   backbone stage: backbone_eager (the plain module), backbone_frozen_padded (frozen graph
@@ -25,12 +28,11 @@ Figures:
   inference_matmul_gflop_per_cpu_s: the backbone's arithmetic (FlopCounterMode, 2 per
   multiply-add), the rate it achieves per CPU-second, and a 1024^3 matmul on one thread in
   the same precision (about what one core can do at best);
-- the same with ``_bf16`` for the bfloat16 graph (``BackboneConfig(cpu_precision="bf16")``,
-  an option; heads trained on its embeddings: bench/results/inference_accuracy.json):
-  inference_cutouts_per_s_cpu_bf16, inference_cutouts_per_cpu_second_bf16,
-  inference_stage_backbone_bf16_*, inference_bf16_cosine_min (the lowest cosine between
-  its embeddings and float32 ones); inference_cpu_has_native_bf16 says whether this CPU
-  does bfloat16 dot products in hardware (elsewhere the bf16 figures are emulation's).
+- for the bfloat16 graph (``BackboneConfig(cpu_precision="bf16")``; heads trained on its
+  embeddings: bench/results/inference_accuracy.json): inference_stage_backbone_bf16_*,
+  inference_bf16_cosine_min (the lowest cosine between its embeddings and float32 ones);
+  inference_cpu_has_native_bf16 says whether this CPU does bfloat16 dot products in hardware
+  (elsewhere the bf16 figures are emulation's).
 """
 
 from __future__ import annotations
@@ -81,15 +83,15 @@ def run(results: Path) -> dict:
     torch.manual_seed(SEED)
     head = QuestionHead(1280, LAYOUT)  # throughput does not depend on the weights
     temps = {task: 1.5 for task, _ in LAYOUT}
-    backbone = ImageBackbone(device=device)  # the default, float32
+    backbone = ImageBackbone(BackboneConfig(cpu_precision="fp32"), device=device)
     fast = ImageBackbone(BackboneConfig(cpu_precision="bf16"), device=device)
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_cutout_files(cubes, tmp)
-        figures = inference_throughput(paths, backbone, head, LAYOUT, temps, suffix="cpu")
-        bf16 = inference_throughput(paths, fast, head, LAYOUT, temps, suffix="cpu")
-        figures["inference_cutouts_per_s_cpu_bf16"] = bf16["inference_cutouts_per_s_cpu"]
-        figures["inference_cutouts_per_cpu_second_bf16"] = bf16["inference_cutouts_per_cpu_second"]
-        figures["inference_load_avg_bf16"] = bf16["inference_load_avg"]
+        exact = inference_throughput(paths, backbone, head, LAYOUT, temps, suffix="cpu")
+        low = inference_throughput(paths, fast, head, LAYOUT, temps, suffix="cpu")
+        figures = dict(low if native_bf16() else exact)  # what the platform's default ("auto") runs here
+        for name, run_figures in (("fp32", exact), ("bf16", low)):
+            figures.update({f"{key}_{name}": value for key, value in run_figures.items() if key != "inference_files"})
         figures["inference_cpu_has_native_bf16"] = float(native_bf16())
         figures.update(_stages(paths, backbone, fast, head))
     figures.update(_ceiling(backbone, fast, figures))
@@ -275,7 +277,8 @@ def _plot(path: Path, figures: dict[str, float]) -> None:
     per_cpu = [figures[f"inference_stage_{s}_per_cpu_s"] for s in stages]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     ax.barh(stages, per_cpu, color="#1d2d44")
-    ax.axvline(figures["inference_cutouts_per_cpu_second"], color="#f4a259", label="end to end")
+    ax.axvline(figures["inference_cutouts_per_cpu_second_fp32"], color="#f4a259", label="end to end, float32")
+    ax.axvline(figures["inference_cutouts_per_cpu_second_bf16"], color="#c0392b", ls="--", label="end to end, bfloat16")
     ax.set_xscale("log")
     ax.set_xlabel("cutouts per CPU-second (an idle 2-core machine: at most x2)")
     ax.set_title(f"bulk inference stages (load average {figures['inference_load_avg']:.1f})")

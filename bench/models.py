@@ -280,7 +280,8 @@ def _inference_throughput(test: Split, head, temps: dict, device: torch.device, 
     cubes = test.cubes[np.arange(N_INFER) % len(test.cubes)]
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_cutout_files(cubes, tmp)
-        return inference_throughput(paths, ImageBackbone(device=device), head, LAYOUT, temps, suffix=suffix)
+        backbone = ImageBackbone(BackboneConfig(cpu_precision="auto"), device=device)  # the platform's default
+        return inference_throughput(paths, backbone, head, LAYOUT, temps, suffix=suffix)
 
 
 def _rescoring_throughput(head, embeddings: np.ndarray, device: torch.device) -> float:

@@ -18,6 +18,14 @@ BENCHMARKS = [
     "lenses", "hotpath",
 ]  # fmt: skip
 
+# Parts of a larger benchmark that also run alone: run alone, each replaces the figures it
+# measures (names with these prefixes) in the larger one's file, which then holds the latest of each.
+PART_OF = {
+    "active_select": ("active", ("select_", "repeat", "queue_build_", "overclassified_")),
+    "inference": ("models", ("inference_cutouts_per_s_",)),
+    "models_detector": ("models", ("detector_",)),
+}
+
 
 def setup_django() -> None:
     sys.path.insert(0, str(ROOT))
@@ -40,9 +48,20 @@ def main(names: list[str]) -> None:
         bad = {k: v for k, v in figures.items() if not isinstance(v, int | float)}
         if bad:
             raise SystemExit(f"benchmark {name} returned non-numbers: {bad}")
-        (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+        write(name, figures)
+        if name in PART_OF:
+            refresh(name, figures)
         print(f"{name}: {json.dumps(figures)} ({time.monotonic() - started:.0f}s)")
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def write(name: str, figures: dict) -> None:
+    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+
+
+def refresh(name: str, figures: dict) -> None:
+    """Copy a part's figures into its larger benchmark's file (none yet: nothing to refresh)."""
+    parent, prefixes = PART_OF[name]
+    path = RESULTS / f"{parent}.json"
+    if path.exists():
+        mine = {k: v for k, v in figures.items() if k.startswith(prefixes)}
+        write(parent, {**json.loads(path.read_text()), **mine})

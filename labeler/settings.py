@@ -192,6 +192,14 @@ SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S = env_float("SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S", 3
 SKYLOOP_TRAIN_TIME_LIMIT_S = env_float("SKYLOOP_TRAIN_TIME_LIMIT_S", SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S + 300.0)
 if SKYLOOP_TRAIN_TIME_LIMIT_S <= SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S:
     raise ImproperlyConfigured("SKYLOOP_TRAIN_TIME_LIMIT_S must be above SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S")
+# Arithmetic of the image backbone on CPU workers (mlcore.models.image.BackboneConfig):
+# "auto" is bfloat16 where the CPU does it in hardware (1.6x the cutouts per CPU-second, same
+# accuracy: bench/results/inference_accuracy.json), float32 elsewhere; "fp32" is exact and
+# reproducible. Give every worker of a deployment the same arithmetic: a model scores only on
+# the features it was trained on.
+SKYLOOP_CPU_PRECISION = env_str("SKYLOOP_CPU_PRECISION", "auto")
+if SKYLOOP_CPU_PRECISION not in ("auto", "fp32", "bf16"):
+    raise ImproperlyConfigured("SKYLOOP_CPU_PRECISION must be auto, fp32 or bf16")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Beat's backstop: resend training runs whose worker died or whose message a dead broker lost.
 CELERY_BEAT_SCHEDULE = {

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from django.conf import settings
 
 from labeler.classifications.models import Consensus
 from labeler.review.selectors import expert_training_counts
@@ -20,7 +21,7 @@ from labeler.subjects.services import subject_load_spectrum
 from labeler.workflows.models import Workflow
 from mlcore.inference import embed_fits_files
 from mlcore.io import DataFileError
-from mlcore.models.image import BackboneConfig, ImageBackbone, QuestionHead
+from mlcore.models.image import BackboneConfig, ImageBackbone, QuestionHead, native_bf16
 from mlcore.models.spectrum import SpectrumCNN, SpectrumInputConfig, preprocess_spectrum
 
 EMBED_BATCH = 256
@@ -41,18 +42,37 @@ def labelled_counts(workflow: Workflow, layout) -> tuple[list[int], np.ndarray]:
     return subject_ids, np.asarray(counts, dtype=np.float32).reshape(len(subject_ids), -1)
 
 
-def features(workflow: Workflow, subject_ids: list[int]) -> tuple[np.ndarray, str]:
-    """Model inputs for these subjects, in this order, and the name of the feature extractor."""
-    if workflow.kind == Workflow.Kind.IMAGE:
-        backbone = image_backbone()
-        return embeddings(subject_ids, backbone), backbone.name
-    return spectrum_inputs(subject_ids), "spectrum-window"
+def features(workflow: Workflow, subject_ids: list[int], trained_on: str = "") -> tuple[np.ndarray, str]:
+    """Model inputs for these subjects, in this order, and the name of the feature extractor.
+
+    ``trained_on`` (a version's ``backbone``) asks for the features that version was trained
+    on, whatever this worker's default arithmetic: after ``SKYLOOP_CPU_PRECISION`` changes,
+    earlier versions still score on their own features. ValueError when this worker cannot
+    compute them.
+    """
+    if workflow.kind != Workflow.Kind.IMAGE:
+        return spectrum_inputs(subject_ids), "spectrum-window"
+    backbone = image_backbone()
+    if trained_on and trained_on != backbone.name:
+        backbone = next((b for b in map(image_backbone, ("fp32", "bf16")) if b.name == trained_on), None)
+        if backbone is None:
+            raise ValueError(f"this worker cannot compute the {trained_on} features the model was trained on")
+    return embeddings(subject_ids, backbone), backbone.name
 
 
-@lru_cache(maxsize=1)
-def image_backbone() -> ImageBackbone:
-    """One backbone per worker process (loading the weights takes ~1 s)."""
-    return ImageBackbone(BackboneConfig())
+def image_backbone(precision: str = "") -> ImageBackbone:
+    """The image backbone in ``precision`` (default ``SKYLOOP_CPU_PRECISION``), one per process."""
+    return _backbone(resolved_precision(precision or settings.SKYLOOP_CPU_PRECISION))
+
+
+def resolved_precision(precision: str) -> str:
+    """"auto" as this CPU resolves it, so "auto" and what it means share one backbone."""
+    return ("bf16" if native_bf16() else "fp32") if precision == "auto" else precision
+
+
+@lru_cache(maxsize=2)
+def _backbone(precision: str) -> ImageBackbone:
+    return ImageBackbone(BackboneConfig(cpu_precision=precision))  # loading the weights takes ~1 s
 
 
 def embeddings(subject_ids: list[int], backbone: ImageBackbone) -> np.ndarray:

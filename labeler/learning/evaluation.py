@@ -28,17 +28,15 @@ def question_report(model, version: ModelVersion, layout, subject_ids: list[int]
     """``mlcore.calibration.heldout_report`` of the root question on these subjects, plus ``n``.
 
     Truth is the gold answer where known, else the crowd's majority; subjects with neither
-    are left out. Raises ValueError when none is left, or when the version was trained on
-    features of another backbone than the one this worker computes.
+    are left out. Raises ValueError when none is left, or when this worker cannot compute
+    the features the version was trained on.
     """
     workflow = version.workflow
     labels = registry.evaluation_labels(workflow=workflow, subject_ids=subject_ids)
     ids = [sid for sid, label in zip(subject_ids, labels, strict=True) if label >= 0]
     if not ids:
         raise ValueError("no held-out subject has a root-question label")
-    X, backbone = datasets.features(workflow, ids)
-    if version.backbone and version.backbone != backbone:
-        raise ValueError(f"v{version.number} was trained on {version.backbone} features, this worker has {backbone}")
+    X, _ = datasets.features(workflow, ids, trained_on=version.backbone)
     probs = root_probabilities(model, X, layout, workflow, temperatures, seed=version.number)
     return {"n": len(ids), **heldout_report(probs, labels[labels >= 0])}
 

@@ -306,7 +306,7 @@ def model_version_score_pool(
     )
     for start in range(0, len(subject_ids), batch):
         chunk = subject_ids[start : start + batch]
-        X, _ = datasets.features(workflow, chunk)
+        X, _ = datasets.features(workflow, chunk, trained_on=model_version.backbone)
         probs = _mc_probs(model, X, layout, workflow.mc_samples, seed=model_version.number)  # (N, A, S)
         if temperatures:
             probs = calibrate_probs(probs, temperatures, layout)  # (N, A, S)

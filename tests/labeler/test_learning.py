@@ -135,6 +135,24 @@ def test_precomputed_embeddings_are_cached_once_per_subject(image_workflow):
     assert SubjectEmbedding.objects.filter(subject_id__in=ids).count() == 4
 
 
+def test_a_version_scores_on_the_features_it_was_trained_on_after_the_precision_changes(trainable, settings):
+    from labeler.learning import datasets
+
+    settings.SKYLOOP_CPU_PRECISION = "fp32"
+    label_subjects(trainable, 12)
+    version = services.model_version_claim(model_version_id=ModelVersion.objects.get().id)
+    services.model_version_train(model_version=version)
+    version.refresh_from_db()
+    assert version.backbone == datasets.image_backbone("fp32").name == "efficientnet-lite0-imagenet@96"
+    settings.SKYLOOP_CPU_PRECISION = "bf16"  # the deployment switches; the version keeps its features
+    ids = list(trainable.states.values_list("subject_id", flat=True)[:3])
+    assert datasets.features(trainable, ids)[1].endswith("-bf16")
+    assert datasets.features(trainable, ids, trained_on=version.backbone)[1] == version.backbone
+    assert services.model_version_score_pool(model_version=version) == trainable.states.filter(status="active").count()
+    with pytest.raises(ValueError, match="cannot compute the efficientnet-lite0-imagenet@64 features"):
+        datasets.features(trainable, ids, trained_on="efficientnet-lite0-imagenet@64")
+
+
 def test_training_measures_the_model_as_an_agent_and_flags_its_training_subjects(trainable):
     labelled = label_subjects(trainable, 12)
     version = services.model_version_claim(model_version_id=ModelVersion.objects.get().id)

@@ -195,8 +195,8 @@ if SKYLOOP_TRAIN_TIME_LIMIT_S <= SKYLOOP_TRAIN_SOFT_TIME_LIMIT_S:
 # Arithmetic of the image backbone on CPU workers (mlcore.models.image.BackboneConfig):
 # "auto" is bfloat16 where the CPU does it in hardware (1.6x the cutouts per CPU-second, same
 # accuracy: bench/results/inference_accuracy.json), float32 elsewhere; "fp32" is exact and
-# reproducible. Give every worker of a deployment the same arithmetic: a model scores only on
-# the features it was trained on.
+# reproducible. A model version always scores on the features it was trained on, whatever
+# this is now (labeler.learning.datasets.features); each arithmetic has its own embedding cache.
 SKYLOOP_CPU_PRECISION = env_str("SKYLOOP_CPU_PRECISION", "auto")
 if SKYLOOP_CPU_PRECISION not in ("auto", "fp32", "bf16"):
     raise ImproperlyConfigured("SKYLOOP_CPU_PRECISION must be auto, fp32 or bf16")

@@ -77,8 +77,9 @@ class BackboneConfig:
         a cutout's embedding also moves by up to 1% with the micro-batch it is in) and
         heads trained on them scored the same as on float32 ones within the seed spread
         (T0 accuracy 0.724 vs 0.720, high-agreement 0.894 vs 0.896;
-        bench/results/inference_accuracy.json). float32 stays the default, exact and
-        reproducible. Each precision's embeddings are cached under their own name
+        bench/results/inference_accuracy.json). float32 is this class's default, exact and
+        reproducible; the platform's workers use ``SKYLOOP_CPU_PRECISION`` (default
+        ``"auto"``). Each precision's embeddings are cached under their own name
         (``ImageBackbone.name``), never mixed. GPUs ignore it (float16 autocast).
     """
 

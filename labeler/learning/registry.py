@@ -323,23 +323,25 @@ def _switch(version, previous, action, user, reason: str, detail: dict, delibera
 
 
 def _priorities_from_predictions(version: ModelVersion, deliberate: bool) -> int:
-    """Copy the version's acquisition scores into the active subjects' priorities; returns how many had none.
+    """Copy the version's acquisition scores into the active subjects' priorities; returns how many had none."""
+    scores = dict(Prediction.objects.filter(model_version=version).values_list("subject_id", "score"))
+    active = SubjectState.objects.filter(workflow=version.workflow, status=SubjectState.Status.ACTIVE)
+    return priorities_write(version, active, scores, deliberate=deliberate)
+
+
+def priorities_write(version: ModelVersion, states, scores: dict[int, float], *, deliberate: bool = False) -> int:
+    """Set these subject states' priorities to the version's scores; returns how many states had no score.
 
     Without ``deliberate`` a newer version's priorities are left alone (a late, older run
     must not overwrite them); a rollback or forced promotion overrides them on purpose.
+    States with no score (ingested after the version scored) keep their priority.
     """
-    scores = dict(Prediction.objects.filter(model_version=version).values_list("subject_id", "score"))
-    states = list(
-        SubjectState.objects.select_for_update()
-        .filter(workflow=version.workflow, status=SubjectState.Status.ACTIVE)
-        .only("id", "subject_id", "priority_version_id")
-    )
+    rows = list(states.select_for_update().only("id", "subject_id", "priority_version_id"))
     changed, unscored = [], 0
-    for state in states:
+    for state in rows:
         if state.subject_id not in scores:
-            unscored += 1  # ingested after this version scored: keeps its current priority
-            continue
-        if deliberate or state.priority_version_id is None or state.priority_version_id <= version.id:
+            unscored += 1
+        elif deliberate or state.priority_version_id is None or state.priority_version_id <= version.id:
             state.priority = scores[state.subject_id]
             state.priority_version_id = version.id
             changed.append(state)

@@ -370,21 +370,8 @@ def _store_scores(
             batch_size=1000,
         )
         if publish:
-            _write_priorities(version, workflow, subject_ids, score)
-
-
-def _write_priorities(version, workflow, subject_ids, score: np.ndarray) -> None:
-    states = list(
-        SubjectState.objects.select_for_update()
-        .filter(workflow=workflow, subject_id__in=subject_ids)
-        .only("id", "subject_id", "priority_version_id")
-    )
-    by_subject = dict(zip(subject_ids, score.tolist(), strict=True))
-    fresh = [s for s in states if s.priority_version_id is None or s.priority_version_id <= version.id]
-    for state in fresh:
-        state.priority = by_subject[state.subject_id]
-        state.priority_version_id = version.id
-    SubjectState.objects.bulk_update(fresh, ["priority", "priority_version"], batch_size=1000)
+            states = SubjectState.objects.filter(workflow=workflow, subject_id__in=subject_ids)
+            registry.priorities_write(version, states, dict(zip(subject_ids, score.tolist(), strict=True)))
 
 
 def _per_question(row: np.ndarray, layout) -> dict[str, list[float]]:

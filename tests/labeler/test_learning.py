@@ -3,9 +3,10 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from django.db import transaction
 
 from labeler.classifications.services import classification_submit
-from labeler.learning import services, triggers
+from labeler.learning import registry, services, triggers
 from labeler.learning.models import EvaluationSet, ModelVersion, Prediction
 from labeler.workflows.models import SubjectState
 from mlcore.simulate import sky
@@ -81,10 +82,14 @@ def test_an_older_version_never_overwrites_newer_priorities(trainable):
     states = list(SubjectState.objects.filter(workflow=trainable))
     old = ModelVersion.objects.create(workflow=trainable, number=1, kind="question_head")
     new = ModelVersion.objects.create(workflow=trainable, number=2, kind="question_head")
-    ids = [s.subject_id for s in states]
-    services._write_priorities(new, trainable, ids, np.full(len(ids), 0.9))
-    services._write_priorities(old, trainable, ids, np.full(len(ids), 0.1))
-    assert set(SubjectState.objects.filter(workflow=trainable).values_list("priority", flat=True)) == {0.9}
+    pool = SubjectState.objects.filter(workflow=trainable)
+    with transaction.atomic():
+        registry.priorities_write(new, pool, {s.subject_id: 0.9 for s in states})
+        registry.priorities_write(old, pool, {s.subject_id: 0.1 for s in states})
+    assert set(pool.values_list("priority", flat=True)) == {0.9}
+    with transaction.atomic():  # a rollback overrides on purpose
+        registry.priorities_write(old, pool, {s.subject_id: 0.1 for s in states[1:]}, deliberate=True)
+    assert sorted(pool.values_list("priority", flat=True)) == [0.1] * (len(states) - 1) + [0.9]
 
 
 def test_a_failing_training_is_marked_failed_with_the_reason(trainable):

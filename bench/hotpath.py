@@ -11,8 +11,10 @@ Each backend runs in a subprocess of its own with SKYLOOP_DEBUG=0 (the productio
 no query log, throttle on): the embedded SQLite in a fresh SKYLOOP_VAR_DIR, and PostgreSQL
 (``skyloop_bench_hotpath``, dropped and made anew) with the Redis queue under its own prefix.
 
-Figures (bench/results/hotpath.json): cpu_ms_per_classification_sqlite / _postgres, and the
-wall time per classification beside them; the profiles go to bench/results/hotpath_profile.txt.
+Figures (bench/results/hotpath.json): cpu_ms_per_classification_sqlite / _postgres, the wall
+time per classification beside them, and database_cpu_ms_per_classification_postgres (the
+PostgreSQL backend's own CPU, read from /proc: the server runs on this machine); the profiles go
+to bench/results/hotpath_profile.txt.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def child_main(out: Path) -> None:
 
     django.setup()
     from django.core.management import call_command
+    from django.db import connection
 
     call_command("migrate", verbosity=0)
     from bench.load import ANSWER_VARIANTS, build_sky, precompute_answers
@@ -102,10 +105,12 @@ def child_main(out: Path) -> None:
     workflow = build_sky("hotpath", seed=11, n_subjects=N_SUBJECTS, n_files=N_FILES)
     answers = precompute_answers(workflow)
     volunteers = [_Volunteer(i, workflow.id, answers, ANSWER_VARIANTS) for i in range(N_CLIENTS)]
+    connection.close()  # a fresh one, far from CONN_MAX_AGE: the backend stays the same while measured
     _drive(volunteers, WARMUP)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    database_cpu = _database_cpu_reader()
+    cpu0, wall0, database0 = time.process_time(), time.perf_counter(), database_cpu()
     _drive(volunteers, N_MEASURED)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    cpu, wall, database = time.process_time() - cpu0, time.perf_counter() - wall0, database_cpu() - database0
     profiler = cProfile.Profile()
     profiler.enable()
     _drive(volunteers, N_MEASURED)
@@ -118,7 +123,30 @@ def child_main(out: Path) -> None:
         "cpu_ms_per_classification": 1000 * cpu / N_MEASURED,
         "wall_ms_per_classification": 1000 * wall / N_MEASURED,
     }
+    if connection.vendor == "postgresql":
+        figures["database_cpu_ms_per_classification"] = 1000 * database / N_MEASURED
     out.write_text(json.dumps({"figures": figures, "profile": _trim(text.getvalue())}))
+
+
+def _database_cpu_reader():
+    """Reads the CPU seconds of this process's PostgreSQL backend (the queries' server side,
+    which process_time cannot see; the server runs on this machine). On SQLite: always 0."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return lambda: 0.0
+    with connection.cursor() as cursor:  # the connection the test client's requests use
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float:
+        if connection.connection is None or connection.connection.info.backend_pid != pid:
+            raise SystemExit("the database connection was replaced while measured")
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+    return read
 
 
 def _trim(profile: str) -> str:

@@ -155,13 +155,17 @@ def rerun_on_services(name: str, results: Path) -> dict:
         "SKYLOOP_GPU_QUEUE": f"gpu-{name}-bench",
         "SKYLOOP_VAR_DIR": str(settings.VAR_DIR),
     }
+    out = results / f"{name}.json"
+    before = out.stat().st_mtime_ns if out.exists() else None
     try:
         subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), name], cwd=ROOT, env=env, check=True)
     finally:  # the queues, seen sets and leases of this run
         client = redis.Redis.from_url(env["REDIS_URL"])
         for key in client.scan_iter(match=f"{env['SKYLOOP_QUEUE_PREFIX']}:*", count=1000):
             client.unlink(key)
-    return json.loads((results / f"{name}.json").read_text())
+    if not out.exists() or out.stat().st_mtime_ns == before:  # never report an earlier run's figures
+        raise SystemExit(f"bench/run.py {name} on PostgreSQL + Redis exited without writing {out}")
+    return json.loads(out.read_text())
 
 
 def fresh_database(url: str) -> None:

@@ -65,3 +65,7 @@ def refresh(name: str, figures: dict) -> None:
     if path.exists():
         mine = {k: v for k, v in figures.items() if k.startswith(prefixes)}
         write(parent, {**json.loads(path.read_text()), **mine})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

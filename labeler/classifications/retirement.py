@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from labeler.classifications.models import Classification, Consensus, VolunteerSkill
-from labeler.classifications.skill import active_prediction
+from labeler.classifications.models import Consensus
+from labeler.classifications.skill import active_prediction, votes_and_skills
 from labeler.workflows.models import SubjectState, Workflow
 from mlcore import consensus as ds
 
@@ -86,26 +86,15 @@ def rare_prior_vector(workflow: Workflow) -> np.ndarray:
 def rare_probabilities(*, workflow: Workflow, subject_id: int) -> tuple[float, float]:
     """(P(rare) from the volunteers' skill-weighted votes, the same with the active model as a voter)."""
     first = workflow.task_tree["first"]
-    votes = [
-        (key, step["answer"])
-        for key, path in Classification.objects.filter(workflow=workflow, subject_id=subject_id).values_list(
-            "volunteer_key", "annotation"
-        )
-        for step in path
-        if step["task"] == first
-    ]
+    by_task, counts = votes_and_skills(workflow, subject_id)
+    votes = by_task.get(first, [])
     prior = rare_prior_vector(workflow)
     k = len(prior)
     posterior = prior
     if votes:
-        counts = dict(
-            VolunteerSkill.objects.filter(
-                workflow=workflow, task=first, volunteer_key__in={key for key, _ in votes}
-            ).values_list("volunteer_key", "counts")
-        )
+        zeros = np.zeros((k, k))
         confusions = np.stack(  # (V, K, K)
-            [ds.confusion_from_counts(np.asarray(counts.get(key, np.zeros((k, k)))), ds.dirichlet_prior(k))
-             for key, _ in votes]
+            [ds.confusion_from_counts(counts.get((key, first), zeros), ds.dirichlet_prior(k)) for key, _ in votes]
         )
         posterior = ds.posterior_from_votes(prior, confusions, np.array([answer for _, answer in votes]))
     with_model = posterior

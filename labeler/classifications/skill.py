@@ -8,39 +8,57 @@ retired with a confident posterior (soft evidence) and from the periodic EM re-e
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+from django.db import connection
 
 from labeler.classifications.models import Classification, Consensus, VolunteerSkill
+from labeler.learning.models import ModelVersion, Prediction
 from labeler.workflows.models import SubjectState, Workflow
 from mlcore import consensus as ds
 from mlcore import tasktree
 
 
-def _votes_by_task(workflow: Workflow, subject_id: int) -> dict[str, list[tuple[str, int]]]:
-    rows = Classification.objects.filter(workflow=workflow, subject_id=subject_id).values_list(
-        "volunteer_key", "annotation"
-    )
+def votes_and_skills(workflow: Workflow, subject_id: int) -> tuple[dict, dict[tuple[str, str], np.ndarray]]:
+    """Every vote on the subject ``{task: [(volunteer_key, answer)]}`` in the order given, and its
+    voters' skill counts ``{(volunteer_key, task): (K, K)}`` (none for a stranger): one query.
+
+    This runs on every submission: the two querysets it replaces cost more CPU to build than
+    the database spent answering them.
+    """
     by_task: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for key, path in rows:
-        for step in path:
-            by_task[step["task"]].append((key, step["answer"]))
-    return by_task
+    counts = {}
+    voters = set()
+    with connection.cursor() as cursor:
+        cursor.execute(_votes_and_skills_sql(), [workflow.id, subject_id])
+        for key, annotation, task, matrix in cursor.fetchall():  # one row per (vote, voter's skill row)
+            if key not in voters:  # a volunteer votes once per subject
+                voters.add(key)
+                for step in json.loads(annotation):
+                    by_task[step["task"]].append((key, step["answer"]))
+            if task is not None:
+                counts[(key, task)] = np.asarray(json.loads(matrix), dtype=float)
+    return by_task, counts
 
 
-def _counts_for(workflow: Workflow, keys: set[str]) -> dict[tuple[str, str], np.ndarray]:
-    rows = VolunteerSkill.objects.filter(workflow=workflow, volunteer_key__in=keys).values_list(
-        "volunteer_key", "task", "counts"
+@lru_cache(maxsize=1)
+def _votes_and_skills_sql() -> str:
+    """JSON columns come back as text on both backends (Django's PostgreSQL loaders, SQLite)."""
+    return (
+        f"SELECT c.volunteer_key, c.annotation, s.task, s.counts FROM {_table(Classification)} c"
+        f" LEFT JOIN {_table(VolunteerSkill)} s"
+        " ON s.workflow_id = c.workflow_id AND s.volunteer_key = c.volunteer_key"
+        " WHERE c.workflow_id = %s AND c.subject_id = %s ORDER BY c.id"
     )
-    return {(key, task): np.asarray(counts, dtype=float) for key, task, counts in rows}
 
 
 def consensus_posterior(*, workflow: Workflow, subject_id: int) -> dict[str, list[float]]:
     """Skill-weighted posterior per question from every vote on the subject (uniform prior)."""
-    by_task = _votes_by_task(workflow, subject_id)
-    counts = _counts_for(workflow, {key for votes in by_task.values() for key, _ in votes})
+    by_task, counts = votes_and_skills(workflow, subject_id)
     posterior = {}
     for task, k in tasktree.label_layout(workflow.task_tree):
         votes = by_task.get(task)
@@ -68,24 +86,24 @@ class ActivePrediction:
 def active_prediction(workflow: Workflow, subject_id: int) -> ActivePrediction | None:
     """The active model's prediction for a subject it was not trained on (else None).
 
-    A model's view of its own training subjects would only echo their votes. Two columns, no
-    model instances: this runs on every submission (twice near retirement), and building the
-    Prediction and ModelVersion objects cost more CPU than the query itself.
+    A model's view of its own training subjects would only echo their votes. Two columns by
+    raw SQL, no model instances: this runs on every submission (twice near retirement), and
+    building the queryset cost more CPU than the database spent answering it.
     """
-    from labeler.learning.models import ModelVersion, Prediction
+    with connection.cursor() as cursor:
+        cursor.execute(_active_prediction_sql(), [subject_id, False, workflow.id, ModelVersion.Status.ACTIVE])
+        row = cursor.fetchone()
+    return None if row is None else ActivePrediction(json.loads(row[0]), json.loads(row[1]))
 
-    row = (
-        Prediction.objects.filter(
-            subject_id=subject_id,
-            in_training=False,
-            model_version__workflow=workflow,
-            model_version__status=ModelVersion.Status.ACTIVE,
-            model_version__agent_confusion__isnull=False,
-        )
-        .values_list("probabilities", "model_version__agent_confusion")
-        .first()
+
+@lru_cache(maxsize=1)
+def _active_prediction_sql() -> str:
+    return (
+        f"SELECT p.probabilities, v.agent_confusion FROM {_table(Prediction)} p"
+        f" INNER JOIN {_table(ModelVersion)} v ON v.id = p.model_version_id"
+        " WHERE p.subject_id = %s AND p.in_training = %s AND v.workflow_id = %s AND v.status = %s"
+        " AND v.agent_confusion IS NOT NULL ORDER BY p.id LIMIT 1"
     )
-    return None if row is None else ActivePrediction(*row)
 
 
 def _with_model_agent(workflow: Workflow, subject_id: int, task: str, posterior: np.ndarray) -> np.ndarray:
@@ -113,28 +131,63 @@ def skill_learn(*, workflow: Workflow, evidence: list[tuple[str, str, int, np.nd
     ``truth`` is a one-hot (gold) or a posterior vector (confident consensus). Rows are
     locked in a fixed order so concurrent updates cannot deadlock.
     """
+    if not evidence:
+        return
     layout = dict(tasktree.label_layout(workflow.task_tree))
+    wanted = {(key, task) for key, task, _, _ in evidence}
     # One INSERT .. ON CONFLICT DO NOTHING makes the missing rows (a get_or_create each cost up
     # to four statements); rows that exist are left as they are.
     VolunteerSkill.objects.bulk_create(
         [
-            VolunteerSkill(workflow=workflow, volunteer_key=key, task=task,
-                           counts=np.zeros((layout[task], layout[task])).tolist())
-            for key, task in sorted({(key, task) for key, task, _, _ in evidence})
+            VolunteerSkill(
+                workflow=workflow, volunteer_key=key, task=task, counts=np.zeros((layout[task], layout[task])).tolist()
+            )
+            for key, task in sorted(wanted)
         ],
         ignore_conflicts=True,
     )
-    rows = {
-        (row.volunteer_key, row.task): row
-        for row in VolunteerSkill.objects.select_for_update()
-        .filter(workflow=workflow, volunteer_key__in={e[0] for e in evidence})
-        .order_by("id")
-    }
+    rows = _skill_rows_locked(workflow, wanted)
     for key, task, answer, truth in evidence:
         row = rows[(key, task)]
         row.counts = ds.confusion_update(np.asarray(row.counts, dtype=float), truth, answer).tolist()
         row.n_gold += int(gold)
-    VolunteerSkill.objects.bulk_update(list(rows.values()), ["counts", "n_gold"])
+    _skill_rows_save(list(rows.values()))
+
+
+def _skill_rows_locked(workflow: Workflow, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], VolunteerSkill]:
+    """The ``wanted`` ``(volunteer_key, task)`` rows, locked in id order (a row of another
+    question of these volunteers may be locked too, never changed)."""
+    keys, tasks = {key for key, _ in wanted}, {task for _, task in wanted}
+    rows = (
+        VolunteerSkill.objects.select_for_update()
+        .filter(workflow=workflow, volunteer_key__in=keys, task__in=tasks)
+        .order_by("id")
+    )
+    return {(row.volunteer_key, row.task): row for row in rows if (row.volunteer_key, row.task) in wanted}
+
+
+def _skill_rows_save(rows: list[VolunteerSkill]) -> None:
+    """Write the rows' ``counts`` and ``n_gold``: one statement per row, sent together.
+
+    A subject retiring on confident consensus updates every voter's row of every question
+    (~25): bulk_update's CASE expression cost more CPU to build than the whole submission
+    otherwise. ``executemany`` sends them in one pipeline on PostgreSQL.
+    """
+    counts = VolunteerSkill._meta.get_field("counts")
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            _skill_update_sql(),
+            [(counts.get_db_prep_save(row.counts, connection), row.n_gold, row.pk) for row in rows],
+        )
+
+
+@lru_cache(maxsize=1)
+def _skill_update_sql() -> str:
+    return f"UPDATE {_table(VolunteerSkill)} SET counts = %s, n_gold = %s WHERE id = %s"
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
 
 
 def gold_evidence(volunteer_key: str, path: list[dict], gold_answers: dict, layout: dict) -> list:
@@ -150,7 +203,7 @@ def consensus_evidence(workflow: Workflow, subject_id: int, posterior: dict[str,
     """Soft evidence from a confidently retired subject: every vote against the posterior."""
     return [
         (key, task, answer, np.asarray(posterior[task]))
-        for task, votes in _votes_by_task(workflow, subject_id).items()
+        for task, votes in votes_and_skills(workflow, subject_id)[0].items()
         if task in posterior
         for key, answer in votes
     ]

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BENCHMARKS = [
     "loop", "consensus", "volunteer", "active", "models", "inference", "inference_accuracy", "export", "load", "faults",
-    "lenses", "hotpath",
+    "lenses", "hotpath", "trails",
 ]  # fmt: skip
 
 # Parts of a larger benchmark that also run alone: run alone, each replaces the figures it

@@ -6,33 +6,18 @@ import pytest
 from mlcore.average_precision import line_recall
 from mlcore.models.detector import FIELD_CLASSES, FieldDetector, detect, line_to_box
 from mlcore.trails import find_trails
+from tests.mlcore.synthetic_fields import add_ellipse, add_streak, segments
+from tests.mlcore.synthetic_fields import noise as sky_noise
 
 SIZE = 128
 
 
 def noise(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).normal(0.0, 1.0, (3, SIZE, SIZE)).astype(np.float32) + 10.0  # sky 10
-
-
-def add_streak(cube, band, p, q, peak, sigma=1.8):
-    """A Gaussian-profile streak from p to q (array-pixel coordinates) in one band."""
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
-    p, q = np.asarray(p, float), np.asarray(q, float)
-    d = q - p
-    t = np.clip(((xx - p[0]) * d[0] + (yy - p[1]) * d[1]) / (d @ d), 0, 1)
-    dist = np.hypot(xx - (p[0] + t * d[0]), yy - (p[1] + t * d[1]))
-    cube[band] += peak * np.exp(-(dist**2) / (2 * sigma**2))
-    return cube
+    return sky_noise(seed, SIZE)
 
 
 def add_blob(cube, x, y, peak, sigma):
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
-    cube += peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
-    return cube
-
-
-def segments(found):
-    return np.array([[f["x1"], f["y1"], f["x2"], f["y2"]] for f in found]).reshape(-1, 4)
+    return add_ellipse(cube, x, y, peak, sigma, sigma)
 
 
 def test_a_faint_satellite_is_found_end_to_end_in_its_one_band():
@@ -49,9 +34,9 @@ def test_an_asteroids_dashes_in_three_bands_are_one_trail():
         add_streak(cube, band, (start, 60.0), (start + 15.0, 60.0), peak=3.0)
     found = find_trails(cube)
     assert len(found) >= 1
-    assert line_recall([segments(found[:1])], [np.array([[20.0, 60.0, 95.0, 60.0]])], [np.array([False])])[
-        "recall"
-    ] == 1.0
+    assert (
+        line_recall([segments(found[:1])], [np.array([[20.0, 60.0, 95.0, 60.0]])], [np.array([False])])["recall"] == 1.0
+    )
 
 
 def test_noise_bright_stars_and_a_bleeding_star_are_not_trails():

@@ -25,6 +25,7 @@ from labeler.workflows.models import SubjectState, Workflow
 from mlcore import consensus as ds
 
 FOR_REVIEW = frozenset({"flagged", "expert_review"})
+EXPERT = "expert"  # a scientist's label settled the subject (labeler.review); its consensus stays pinned to it
 DETECTED, REJECTED = "detected", "rejected"
 
 

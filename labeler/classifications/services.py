@@ -13,7 +13,7 @@ from django.utils import timezone
 from labeler.classifications import skill
 from labeler.classifications.marks_consensus import consensus_marks_refresh
 from labeler.classifications.models import Classification, Consensus
-from labeler.classifications.retirement import FOR_REVIEW, retirement_reason
+from labeler.classifications.retirement import EXPERT, FOR_REVIEW, retirement_reason
 from labeler.subjects.models import Subject
 from labeler.workflows.models import SubjectState, Workflow
 from mlcore import marks as marking
@@ -259,6 +259,10 @@ def consensus_rebuild(*, workflow: Workflow, subject_id: int) -> Consensus:
     consensus.n_classifications = len(paths)
     consensus.agreement = skill.agreement_of(counts)
     consensus.posterior = skill.consensus_posterior(workflow=workflow, subject_id=subject_id)
+    settled = SubjectState.objects.filter(workflow=workflow, subject_id=subject_id, retirement_reason=EXPERT)
+    gold = settled.values_list("gold_answers", flat=True).first()
+    if gold:  # an expert's verdict outlives later edits and withdrawals of volunteers' votes
+        consensus.posterior = skill.pinned_posterior(workflow, consensus.posterior, gold)
     consensus_marks_refresh(consensus, workflow=workflow)
     consensus.save()
     return consensus

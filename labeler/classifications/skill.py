@@ -77,6 +77,15 @@ def consensus_posterior(*, workflow: Workflow, subject_id: int) -> dict[str, lis
     return posterior
 
 
+def pinned_posterior(workflow: Workflow, posterior: dict, gold: dict[str, int]) -> dict[str, list[float]]:
+    """The posterior with each question an expert answered (``{task: answer}``) set to certainty."""
+    layout = dict(tasktree.label_layout(workflow.task_tree))
+    pinned = dict(posterior)
+    for task, answer in gold.items():
+        pinned[task] = np.eye(layout[task])[answer].tolist()
+    return pinned
+
+
 @dataclass(frozen=True)
 class ActivePrediction:
     probabilities: dict[str, list[float]]  # per question, the model's class probabilities

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
 from labeler.classifications import skill
 from labeler.classifications.models import Classification
+from labeler.classifications.retirement import EXPERT
 from labeler.classifications.services import (
     ClassificationError,
     consensus_rebuild,
@@ -30,7 +30,6 @@ from labeler.workflows.models import SubjectState, Workflow
 from mlcore import tasktree
 
 log = logging.getLogger(__name__)
-EXPERT_REASON = "expert"
 MAX_NOTE = 4000
 
 
@@ -72,9 +71,7 @@ def expert_label_create(
         _settle(workflow, state, path)
         if first_verdict:  # relabels are left to the periodic EM: adding gold evidence twice would overcount
             _teach_volunteers(workflow, subject_id, path)
-        consensus = consensus_rebuild(workflow=workflow, subject_id=subject_id)
-        consensus.posterior = pinned_posterior(workflow, consensus.posterior, path)
-        consensus.save(update_fields=["posterior", "updated_at"])
+        consensus_rebuild(workflow=workflow, subject_id=subject_id)  # pinned to the settled answers
         transaction.on_commit(lambda: _drop_from_queue(workflow.id, subject_id))
     _maybe_train(workflow)
     return label
@@ -117,7 +114,7 @@ def _settle(workflow: Workflow, state: SubjectState, path: list[dict]) -> None:
     state.gold_answers = {step["task"]: step["answer"] for step in path}
     state.status = SubjectState.Status.RETIRED
     state.retired_at = timezone.now()
-    state.retirement_reason = EXPERT_REASON
+    state.retirement_reason = EXPERT
     state.needs_review = False
     state.save(update_fields=["gold_answers", "status", "retired_at", "retirement_reason", "needs_review"])
 
@@ -138,15 +135,6 @@ def _fitting(steps: list[dict], layout: dict[str, int]) -> list[dict]:
     """Steps that still fit the tree (a vote on an older tree may not)."""
     return [s for s in steps if s.get("task") in layout and isinstance(s.get("answer"), int) and
             0 <= s["answer"] < layout[s["task"]]]  # fmt: skip
-
-
-def pinned_posterior(workflow: Workflow, posterior: dict, path: list[dict]) -> dict[str, list[float]]:
-    """The posterior with each question the expert answered set to certainty on their answer."""
-    layout = dict(tasktree.label_layout(workflow.task_tree))
-    pinned = dict(posterior)
-    for step in path:
-        pinned[step["task"]] = np.eye(layout[step["task"]])[step["answer"]].tolist()
-    return pinned
 
 
 def _drop_from_queue(workflow_id: int, subject_id: int) -> None:

@@ -78,6 +78,21 @@ def test_an_expert_label_becomes_gold_retires_the_subject_and_pins_consensus(wor
     assert (label.grade, label.note, label.annotation) == ("A", "a saturated star", STAR)
 
 
+def test_the_experts_answer_stays_pinned_when_volunteers_edit_or_withdraw_later(workflow, subjects):
+    from labeler.classifications.editing import classification_edit, classification_withdraw
+    from labeler.classifications.models import Classification
+
+    sid = subjects[0]
+    vote(workflow, sid, [SMOOTH_ROUND, SMOOTH_ROUND, SMOOTH_ROUND])
+    expert_label_create(workflow=workflow, subject=sid, user=user("ann"), annotation=STAR)
+    first, second, _ = Classification.objects.filter(workflow=workflow, subject_id=sid).order_by("id")
+    classification_edit(volunteer_key=first.volunteer_key, client_uuid=first.client_uuid, annotation=SMOOTH_ROUND)
+    classification_withdraw(volunteer_key=second.volunteer_key, client_uuid=second.client_uuid)
+    consensus = Consensus.objects.get(workflow=workflow, subject_id=sid)
+    assert consensus.posterior["T0"] == [0.0, 0.0, 1.0] and consensus.posterior["T3"] == [1.0, 0.0]
+    assert consensus.counts["T0"] == [2, 0, 0] and consensus.n_classifications == 2, "the crowd's votes as they are"
+
+
 def test_an_expert_label_teaches_the_volunteers_who_classified_the_subject(workflow, subjects):
     sid = subjects[0]
     vote(workflow, sid, [SMOOTH_ROUND, STAR])

@@ -46,7 +46,9 @@ from mlcore.simulate.fields import simulate_fields
 N_TRAIN = 240
 N_TEST = 40
 TRAIN_SEED, TEST_SEED = 501, 502
-CONFIG = DetectorTrainConfig(epochs=8, batch_size=8, lr=1e-3, line_classes=("trail",))
+# 12 epochs (DetectorTrainConfig's default) rather than 8: galaxy AP@0.5 0.434 -> 0.454, star 0.838 -> 0.848
+# on validation fields (seed 503), for 1.5x the training time.
+CONFIG = DetectorTrainConfig(epochs=12, batch_size=8, lr=1e-3, line_classes=("trail",))
 PLOT_SCORE = 0.3  # predicted boxes drawn on the example field
 SNR_BINS = (5.0, 10.0, 20.0, 50.0, np.inf)
 

@@ -10,6 +10,7 @@ from mlcore.checkpoints import load_checkpoint, save_checkpoint
 from mlcore.detect_train import DetectorTrainConfig, train_detector
 from mlcore.models.detector import (
     FIELD_CLASSES,
+    NMS_IOU,
     TRAIL_PAD_PX,
     FieldDetector,
     detect,
@@ -121,18 +122,17 @@ def test_a_few_training_steps_report_finite_losses(trained):
         assert all(math.isfinite(v) for v in losses.values())
 
 
+def saved_and_loaded(model: FieldDetector, directory):
+    save_checkpoint(
+        directory, model, kind="field_detector", model_config=model.model_config(), layout=model.layout, metrics={}
+    )
+    return load_checkpoint(directory)
+
+
 def test_a_saved_detector_loads_and_detects_the_same(trained, small_fields, tmp_path):
     model, _ = trained
     cubes, _, _ = small_fields
-    save_checkpoint(
-        tmp_path / "det",
-        model,
-        kind="field_detector",
-        model_config=model.model_config(),
-        layout=model.layout,
-        metrics={"map50": 0.0},
-    )
-    loaded, meta = load_checkpoint(tmp_path / "det")
+    loaded, meta = saved_and_loaded(model, tmp_path / "det")
     assert meta["kind"] == "field_detector" and loaded.classes == list(FIELD_CLASSES)
     a, b = detect(model, cubes[:2]), detect(loaded, cubes[:2])
     for x, y in zip(a, b, strict=True):
@@ -199,3 +199,19 @@ def test_difficult_objects_are_neither_required_nor_penalised():
     assert mean_average_precision(found_one, truths, ["star"])["map"] == 1.0
     required = [{**truths[0], "difficult": np.array([False, False])}]
     assert mean_average_precision(found_one, required, ["star"])["map"] == 0.5
+
+
+def test_a_new_detector_hands_its_inference_settings_to_fcos():
+    model = FieldDetector([(name, 1) for name in FIELD_CLASSES], pretrained=False)
+    assert model.fcos.nms_thresh == NMS_IOU == model.model_config()["nms_thresh"]
+    assert (model.fcos.score_thresh, model.fcos.detections_per_img) == (
+        model.config["score_thresh"],
+        model.config["detections_per_img"],
+    )
+
+
+def test_a_saved_detector_keeps_the_nms_threshold_it_was_saved_with(tmp_path):
+    torch.manual_seed(0)
+    model = FieldDetector([(name, 1) for name in FIELD_CLASSES], pretrained=False, nms_thresh=0.5)
+    loaded, _ = saved_and_loaded(model, tmp_path / "det")
+    assert loaded.fcos.nms_thresh == 0.5 != NMS_IOU

@@ -38,7 +38,8 @@ def wait_for_other_sessions_idle(timeout_s: float = 15.0, quiet_polls: int = 4) 
     if connection.vendor != "postgresql":
         return  # SQLite serialises writers; the flush just waits for the lock
     busy_sql = """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-                  AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"""
+                  AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+                  AND state IN ('active', 'idle in transaction')"""
     deadline, quiet = time.monotonic() + timeout_s, 0
     while quiet < quiet_polls and time.monotonic() < deadline:
         with connection.cursor() as cursor:

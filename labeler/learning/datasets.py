@@ -62,10 +62,10 @@ def features(workflow: Workflow, subject_ids: list[int], trained_on: str = "") -
 
 def image_backbone(precision: str = "") -> ImageBackbone:
     """The image backbone in ``precision`` (default ``SKYLOOP_CPU_PRECISION``), one per process."""
-    return _backbone(resolved_precision(precision or settings.SKYLOOP_CPU_PRECISION))
+    return _backbone(_resolved_precision(precision or settings.SKYLOOP_CPU_PRECISION))
 
 
-def resolved_precision(precision: str) -> str:
+def _resolved_precision(precision: str) -> str:
     """"auto" as this CPU resolves it, so "auto" and what it means share one backbone."""
     return ("bf16" if native_bf16() else "fp32") if precision == "auto" else precision
 
